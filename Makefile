@@ -1,0 +1,38 @@
+# kyam: `make test` and `make reproduce` are all the set-up a fresh machine needs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PRESET ?= quick
+SEEDS ?=
+DATA_ROOT ?=
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: venv system-deps test test-fast reproduce browse bench clean-results
+
+venv: $(VENV)/.installed
+
+# Re-installs when pyproject.toml changes; an editable install, so code edits need no reinstall.
+$(VENV)/.installed: pyproject.toml
+	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e ".[dev]"
+	touch $@
+
+# Debian's Chromium for the browser test (Playwright drives it; its own browser download is not used).
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
+
+test: venv system-deps
+	$(PY) -m pytest -q -ra
+
+test-fast: venv
+	$(PY) -m pytest -q -ra -m "not browser and not slow"
+
+reproduce: venv
+	$(PY) -m kyam_lib.reproduce --preset $(PRESET) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(DATA_ROOT),--data-root $(DATA_ROOT))
+
+browse: venv
+	$(VENV)/bin/voila notebooks/08_attention_browser.ipynb --port=8866 --no-browser --Voila.ip=127.0.0.1
+
+bench: venv
+	$(PY) -m kyam_lib.bench

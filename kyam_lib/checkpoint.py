@@ -1,0 +1,173 @@
+"""Checkpoints: safetensors weights + JSON config in one directory, written atomically.
+
+Layout of a checkpoint directory::
+
+    model.safetensors     weights; its metadata repeats the model config, so the file alone suffices
+    config.json           {"model": ModelConfig fields, "train": TrainConfig fields or null}
+    train_state.safetensors + train_state.json   (optional) optimizer, scheduler, epoch, RNG states
+
+Nothing is unpickled when loading: tensors come from safetensors, everything else from JSON.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+from torch import Tensor
+
+from .config import ConfigError, ModelConfig
+from .io import read_json
+from .model import KyamViT
+
+__all__ = ["CheckpointError", "LoadedCheckpoint", "save_checkpoint", "load_checkpoint", "load_training_state",
+           "latest_checkpoint", "check_compatible"]
+
+FORMAT = "kyam-checkpoint-v1"
+_EPOCH_DIR = re.compile(r"^epoch_(\d+)$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, not a kyam checkpoint, or does not fit the data."""
+
+
+@dataclasses.dataclass
+class LoadedCheckpoint:
+    model: KyamViT
+    model_config: ModelConfig
+    train_config: dict[str, Any] | None
+    path: Path
+
+
+def _flatten(obj: Any, prefix: str, tensors: dict[str, Tensor]) -> Any:
+    """Replace tensors in a nested structure by {"__tensor__": key}, collecting them in `tensors`."""
+    if isinstance(obj, Tensor):
+        key = prefix or "value"
+        tensors[key] = obj.detach().cpu().contiguous()
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        if not all(isinstance(k, (str, int)) for k in obj):
+            raise TypeError(f"{prefix}: only str/int keys can be stored")
+        return {"__dict__": [[k, _flatten(v, f"{prefix}.{k}" if prefix else str(k), tensors)] for k, v in obj.items()]}
+    if isinstance(obj, (list, tuple)):
+        return {"__list__": [_flatten(v, f"{prefix}.{i}", tensors) for i, v in enumerate(obj)],
+                "tuple": isinstance(obj, tuple)}
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"{prefix}: cannot store a {type(obj).__name__} in a checkpoint")
+
+
+def _unflatten(obj: Any, tensors: dict[str, Tensor]) -> Any:
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if "__dict__" in obj:
+            return {k: _unflatten(v, tensors) for k, v in obj["__dict__"]}
+        if "__list__" in obj:
+            items = [_unflatten(v, tensors) for v in obj["__list__"]]
+            return tuple(items) if obj.get("tuple") else items
+    return obj
+
+
+def save_checkpoint(directory: str | os.PathLike, model: KyamViT, *, train_config: dict[str, Any] | None = None,
+                    training_state: dict[str, Any] | None = None) -> Path:
+    """Write a checkpoint directory atomically (temp directory, then rename) and return its path."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    model_config = model.config.to_dict()
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp"))
+    try:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        save_file(state, tmp / "model.safetensors",
+                  metadata={"format": FORMAT, "model_config": json.dumps(model_config)})
+        (tmp / "config.json").write_text(json.dumps({"format": FORMAT, "model": model_config, "train": train_config},
+                                                    indent=2) + "\n")
+        if training_state is not None:
+            tensors: dict[str, Tensor] = {}
+            structure = _flatten(training_state, "", tensors)
+            save_file(tensors, tmp / "train_state.safetensors", metadata={"format": FORMAT})
+            (tmp / "train_state.json").write_text(json.dumps(structure) + "\n")
+        for file in tmp.iterdir():
+            with open(file, "rb") as handle:
+                os.fsync(handle.fileno())
+        old = None
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(directory, old)
+        os.replace(tmp, directory)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return directory
+
+
+def _weights_file(path: Path) -> Path:
+    if path.is_dir():
+        path = path / "model.safetensors"
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
+    """Rebuild the model from the checkpoint's own config and load its weights."""
+    weights = _weights_file(Path(path))
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{weights}: not a safetensors checkpoint ({err})") from err
+    if metadata.get("format") != FORMAT or "model_config" not in metadata:
+        raise CheckpointError(f"{weights}: not a kyam checkpoint (metadata format={metadata.get('format')!r})")
+    try:
+        model_config = ModelConfig.from_dict(json.loads(metadata["model_config"]), source=str(weights))
+    except (ConfigError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{weights}: stored model config is invalid: {err}") from err
+    model = KyamViT(model_config)
+    state = load_file(str(weights), device=str(map_location))
+    missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
+    if missing or unexpected:
+        raise CheckpointError(f"{weights}: weights do not match the stored config "
+                              f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")
+    model.load_state_dict(state)
+    model.to(map_location)
+    config_file = weights.parent / "config.json"
+    train_config = read_json(config_file).get("train") if config_file.is_file() else None
+    return LoadedCheckpoint(model=model, model_config=model_config, train_config=train_config, path=weights.parent)
+
+
+def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
+    """The optimizer/scheduler/epoch/RNG state saved beside the weights."""
+    path = Path(path)
+    structure_file, tensor_file = path / "train_state.json", path / "train_state.safetensors"
+    if not structure_file.is_file() or not tensor_file.is_file():
+        raise CheckpointError(f"{path}: has no training state (train_state.json/.safetensors)")
+    return _unflatten(read_json(structure_file), load_file(str(tensor_file)))
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The highest `epoch_NNNN` checkpoint under `run_dir/checkpoints`, or None."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return None
+    epochs = [(int(m.group(1)), p) for p in root.iterdir() if (m := _EPOCH_DIR.match(p.name)) and p.is_dir()]
+    return max(epochs)[1] if epochs else None
+
+
+def check_compatible(model_config: ModelConfig, *, num_classes: int, num_channels: int, source: str = "checkpoint") -> None:
+    """Raise CheckpointError when a model and a dataset disagree in class or channel count."""
+    if model_config.num_classes != num_classes:
+        raise CheckpointError(f"{source}: model has {model_config.num_classes} classes, the data has {num_classes}")
+    if model_config.in_channels != num_channels:
+        raise CheckpointError(f"{source}: model expects {model_config.in_channels} input channels, "
+                              f"the data has {num_channels}")

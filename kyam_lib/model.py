@@ -1,0 +1,311 @@
+"""The kyam ViT: one [CLS] token per class, a [REG] token, and hard-concrete head gates.
+
+Token layout (see `TokenLayout`): C class tokens, then the h*w patch tokens, then [REG].
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import torch.nn.functional as F
+from timm.layers import DropPath, Mlp, PatchEmbed, resample_abs_pos_embed, trunc_normal_
+from torch import Tensor, nn
+
+from .config import ModelConfig
+from .masking import mask_absent_class_tokens
+
+__all__ = ["TokenLayout", "HeadGate", "AlwaysOpen", "GatedAttention", "Block", "KyamOutput", "KyamViT", "MODEL_SIZES"]
+
+# (embed_dim, depth, num_heads). "base" is the paper's ViT-B; the others train on 2 CPU cores.
+MODEL_SIZES: dict[str, tuple[int, int, int]] = {
+    "tiny": (64, 4, 4),
+    "small": (128, 6, 4),
+    "base": (768, 12, 16),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenLayout:
+    """Which rows of the sequence are class tokens, patches and the register."""
+
+    num_class_tokens: int
+    num_patches: int
+    has_reg: bool
+
+    @property
+    def class_tokens(self) -> slice:
+        return slice(0, self.num_class_tokens)
+
+    @property
+    def patches(self) -> slice:
+        return slice(self.num_class_tokens, self.num_class_tokens + self.num_patches)
+
+    @property
+    def length(self) -> int:
+        return self.num_class_tokens + self.num_patches + int(self.has_reg)
+
+
+class HeadGate(nn.Module):
+    """Hard-concrete gate per head (Louizos et al. 2018), hard 0/1 with a straight-through gradient.
+
+    Training samples u ~ U(0,1) once per forward (shared by the batch); evaluation uses u = 1/2.
+    """
+
+    def __init__(self, num_heads: int, *, temperature: float = 0.33, stretch: tuple[float, float] = (-0.1, 1.1),
+                 init_range: float = 0.59) -> None:
+        super().__init__()
+        self.temperature = temperature
+        self.gamma, self.zeta = stretch
+        self.log_alpha = nn.Parameter(torch.empty(num_heads).uniform_(-init_range, init_range))
+
+    def soft_gate(self, noise: Tensor | None = None) -> Tensor:
+        """(H,) stretched and clamped gate before hard thresholding; `noise` is u in (0, 1)."""
+        logit = self.log_alpha if noise is None else self.log_alpha + torch.log(noise) - torch.log1p(-noise)
+        gate = torch.sigmoid(logit / self.temperature) * (self.zeta - self.gamma) + self.gamma
+        return gate.clamp(0.0, 1.0)
+
+    def forward(self, noise: Tensor | None = None) -> Tensor:
+        """(H,) gate values; `noise` (H,) replaces the training draw (one shared stream across ranks)."""
+        if not self.training:
+            noise = None
+        elif noise is None:
+            noise = torch.rand_like(self.log_alpha)
+        if noise is not None:
+            eps = torch.finfo(self.log_alpha.dtype).eps
+            noise = noise.to(self.log_alpha).clamp(eps, 1.0 - eps)
+        soft = self.soft_gate(noise)
+        hard = (soft > 0.5).to(soft.dtype)
+        return hard + (soft - soft.detach())  # exactly 0/1 forward, gradient of `soft` backward
+
+    def open_probability(self) -> Tensor:
+        """(H,) P(gate != 0), the differentiable L0 term."""
+        return torch.sigmoid(self.log_alpha - self.temperature * math.log(-self.gamma / self.zeta))
+
+
+class AlwaysOpen(nn.Module):
+    """Stand-in for HeadGate in a model without gates: every head always open, no L0 term."""
+
+    def __init__(self, num_heads: int) -> None:
+        super().__init__()
+        self.register_buffer("ones", torch.ones(num_heads), persistent=False)
+
+    def forward(self, noise: Tensor | None = None) -> Tensor:
+        return self.ones
+
+    def open_probability(self) -> Tensor:
+        return self.ones.new_zeros(0)
+
+
+class GatedAttention(nn.Module):
+    """Multi-head self-attention whose head outputs are multiplied by a gate.
+
+    `fused=True` uses scaled_dot_product_attention; the class-token rows are then computed on the
+    side when asked for, so the full N x N matrix is never kept.
+    """
+
+    def __init__(self, dim: int, *, num_heads: int, qkv_bias: bool = True, fused: bool = True) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.fused = fused
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, gate: Tensor, layout: TokenLayout | None = None) -> tuple[Tensor, Tensor | None]:
+        """x (B, N, D), gate (H,) → (B, N, D) and, if `layout` is given, (B, H, C, P) class→patch attention."""
+        B, N, D = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        if self.fused:
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:
+            attn = (q * self.scale) @ k.transpose(-2, -1)
+            out = attn.softmax(dim=-1) @ v
+        out = out * gate.to(out.dtype).view(1, -1, 1, 1)
+        out = self.proj(out.transpose(1, 2).reshape(B, N, D))
+        class_attention = None
+        if layout is not None:
+            rows = (q[:, :, layout.class_tokens] * self.scale) @ k.transpose(-2, -1)
+            class_attention = rows.float().softmax(dim=-1)[..., layout.patches]
+        return out, class_attention
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block with a gated attention; same parameter names as timm's Block."""
+
+    def __init__(self, dim: int, *, num_heads: int, mlp_ratio: float, qkv_bias: bool, drop_path: float,
+                 head_gate: nn.Module) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = GatedAttention(dim, num_heads=num_heads, qkv_bias=qkv_bias)
+        self.head_gate = head_gate
+        self.ls1 = nn.Identity()
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=nn.GELU)
+        self.ls2 = nn.Identity()
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: Tensor, layout: TokenLayout | None = None,
+                gate_noise: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
+        """→ (x, gate (H,), class attention (B, H, C, P) or None)."""
+        gate = self.head_gate(gate_noise)
+        attn_out, class_attention = self.attn(self.norm1(x), gate, layout)
+        x = x + self.drop_path1(self.ls1(attn_out))
+        x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+        return x, gate, class_attention
+
+
+@dataclasses.dataclass
+class KyamOutput:
+    """What the model returns.
+
+    logits: (B, C). head_gates: (L, H) gate values used in this forward (evaluation: 0/1).
+    class_attention: (B, L, H, C, P) class-token → patch attention, when requested.
+    patch_logits: (B, C, P) per-patch class scores of the "cam" classifier, else None.
+    """
+
+    logits: Tensor
+    head_gates: Tensor
+    class_attention: Tensor | None = None
+    patch_logits: Tensor | None = None
+    grid_size: tuple[int, int] = (0, 0)
+
+
+class KyamViT(nn.Module):
+    """ViT with C class tokens (+[REG]) whose class-token attention maps are the pseudo-masks."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.num_classes = c.num_classes
+        self.patch_size = c.patch_size
+        self.embed_dim = c.embed_dim
+        # The "cam" baseline is a standard ViT: one [CLS] token and a per-patch classifier.
+        self.num_class_tokens = 1 if c.classifier == "cam" else c.num_classes
+        self.patch_embed = PatchEmbed(img_size=c.image_size, patch_size=c.patch_size, in_chans=c.in_channels,
+                                      embed_dim=c.embed_dim, strict_img_size=False)
+        self.class_tokens = nn.Parameter(torch.zeros(1, self.num_class_tokens, c.embed_dim))
+        self.class_pos_embed = nn.Parameter(torch.zeros(1, self.num_class_tokens, c.embed_dim))
+        self.patch_pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches, c.embed_dim))
+        num_reg = int(c.use_reg_token)
+        self.reg_token = nn.Parameter(torch.zeros(1, num_reg, c.embed_dim))
+        self.reg_pos_embed = nn.Parameter(torch.zeros(1, num_reg, c.embed_dim))
+        drop_rates = torch.linspace(0, c.drop_path_rate, c.depth).tolist()
+
+        def make_gate() -> nn.Module:
+            if not c.use_head_gates:
+                return AlwaysOpen(c.num_heads)
+            return HeadGate(c.num_heads, temperature=c.gate_temperature, stretch=c.gate_stretch,
+                            init_range=c.gate_init_range)
+
+        self.blocks = nn.ModuleList([
+            Block(c.embed_dim, num_heads=c.num_heads, mlp_ratio=c.mlp_ratio, qkv_bias=c.qkv_bias,
+                  drop_path=rate, head_gate=make_gate())
+            for rate in drop_rates
+        ])
+        self.norm = nn.LayerNorm(c.embed_dim, eps=1e-6)
+        if c.classifier == "class_tokens":
+            self.head = nn.Linear(c.num_classes * c.embed_dim, c.num_classes)
+        elif c.classifier == "cam":
+            self.head = nn.Linear(c.embed_dim, c.num_classes)
+        else:  # "token_mean": each class token's output averaged over channels is its logit
+            self.head = nn.Identity()
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for param in (self.class_tokens, self.class_pos_embed, self.patch_pos_embed, self.reg_token, self.reg_pos_embed):
+            trunc_normal_(param, std=0.02)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    # -- geometry -------------------------------------------------------------------------
+    def grid_size(self, image_hw: tuple[int, int]) -> tuple[int, int]:
+        H, W = image_hw
+        if H % self.patch_size or W % self.patch_size:
+            raise ValueError(f"image size {H}x{W} is not divisible by patch size {self.patch_size}")
+        return H // self.patch_size, W // self.patch_size
+
+    def layout(self, grid: tuple[int, int]) -> TokenLayout:
+        return TokenLayout(self.num_class_tokens, grid[0] * grid[1], self.config.use_reg_token)
+
+    def _patch_pos(self, grid: tuple[int, int]) -> Tensor:
+        if grid == self.patch_embed.grid_size:
+            return self.patch_pos_embed
+        return resample_abs_pos_embed(self.patch_pos_embed, new_size=list(grid),
+                                      old_size=list(self.patch_embed.grid_size), num_prefix_tokens=0)
+
+    # -- gates ----------------------------------------------------------------------------
+    def head_gates(self) -> Tensor:
+        """(L, H) gate values in the current mode (evaluation: deterministic 0/1)."""
+        return torch.stack([block.head_gate() for block in self.blocks])
+
+    def gate_open_probabilities(self) -> Tensor:
+        """(L*H,) P(open) of every gated head; empty for a model without gates."""
+        return torch.cat([block.head_gate.open_probability() for block in self.blocks])
+
+    # -- forward --------------------------------------------------------------------------
+    def forward(self, images: Tensor, *, labels: Tensor | None = None, return_attention: bool = False,
+                generator: torch.Generator | None = None, mask_uniforms: Tensor | None = None,
+                gate_noise: Tensor | None = None) -> KyamOutput:
+        """images (B, C_in, H, W); labels (B, C) multi-hot enable class-token masking in training.
+
+        `mask_uniforms` (B, C) in [0, 1) replaces the masking draws (per-sample seeding across ranks);
+        `gate_noise` (L, H) in (0, 1) replaces the gates' training draws.
+        """
+        if images.shape[1] != self.config.in_channels:
+            raise ValueError(f"model expects {self.config.in_channels} input channels, got {images.shape[1]}")
+        B = images.shape[0]
+        grid = self.grid_size(tuple(images.shape[-2:]))
+        layout = self.layout(grid)
+        patches = self.patch_embed(images) + self._patch_pos(grid)
+        x = torch.cat([
+            (self.class_tokens + self.class_pos_embed).expand(B, -1, -1),
+            patches,
+            (self.reg_token + self.reg_pos_embed).expand(B, -1, -1),
+        ], dim=1)
+        gates, class_attention = [], []
+        for index, block in enumerate(self.blocks):
+            noise = gate_noise[index] if gate_noise is not None else None
+            x, gate, attention = block(x, layout if return_attention else None, noise)
+            gates.append(gate)
+            class_attention.append(attention)
+        x = self.norm(x)
+        patch_logits = None
+        if self.config.classifier == "cam":
+            patch_logits = self.head(x[:, layout.patches]).transpose(1, 2)
+            logits = patch_logits.mean(dim=-1)
+        else:
+            class_out = x[:, layout.class_tokens]
+            if self.training and labels is not None:
+                class_out = mask_absent_class_tokens(class_out, labels, self.config.mask_rate,
+                                                     generator=generator, uniforms=mask_uniforms)
+            if self.config.classifier == "class_tokens":
+                logits = self.head(class_out.flatten(1))
+            else:
+                logits = class_out.mean(dim=-1)
+        return KyamOutput(
+            logits=logits,
+            head_gates=torch.stack(gates),
+            class_attention=torch.stack(class_attention, dim=1) if return_attention else None,
+            patch_logits=patch_logits,
+            grid_size=grid,
+        )
+
+    def loss(self, output: KyamOutput, labels: Tensor) -> Tensor:
+        """Classification loss: BCE-with-logits (multi-label) or cross-entropy (single-label)."""
+        if self.config.multi_label:
+            return F.binary_cross_entropy_with_logits(output.logits.float(), labels.float())
+        return F.cross_entropy(output.logits.float(), labels.argmax(dim=1))
+
+    def no_weight_decay(self) -> set[str]:
+        return {"class_tokens", "class_pos_embed", "patch_pos_embed", "reg_token", "reg_pos_embed"}
+
+
+def build_model(config: ModelConfig) -> KyamViT:
+    return KyamViT(config)

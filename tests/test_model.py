@@ -1,0 +1,190 @@
+"""The kyam ViT: token layout, head gates, the two attention paths, shapes, plain-ViT equivalence."""
+import math
+
+import pytest
+import timm
+import torch
+
+from kyam_lib.config import ModelConfig
+from kyam_lib.model import GatedAttention, HeadGate, KyamViT, TokenLayout
+from kyam_lib.pretrained import init_from_timm
+
+
+def tiny(**overrides) -> ModelConfig:
+    values = dict(num_classes=5, image_size=(32, 48), patch_size=8, embed_dim=32, depth=3, num_heads=4)
+    values.update(overrides)
+    return ModelConfig(**values)
+
+
+def test_token_layout():
+    layout = TokenLayout(num_class_tokens=3, num_patches=10, has_reg=True)
+    assert layout.class_tokens == slice(0, 3)
+    assert layout.patches == slice(3, 13)
+    assert layout.length == 14
+
+
+def test_gate_evaluation_is_deterministic_and_hard():
+    gate = HeadGate(4)
+    with torch.no_grad():
+        gate.log_alpha.copy_(torch.tensor([2.0, -2.0, 0.1, -0.1]))
+    gate.eval()
+    # u = 1/2: soft = clamp(sigmoid(log_alpha / beta) * 1.2 - 0.1); open iff soft > 0.5 iff log_alpha > 0
+    assert torch.equal(gate(), torch.tensor([1.0, 0.0, 1.0, 0.0]))
+    assert torch.equal(gate(), gate())
+
+
+def test_gate_training_matches_hand_computed_values_and_passes_gradient():
+    gate = HeadGate(3).train()
+    with torch.no_grad():
+        gate.log_alpha.fill_(0.3)
+    noise = torch.tensor([0.7, 0.2, 0.45])
+    values = gate(noise)
+    assert torch.equal(values.detach(), torch.tensor([1.0, 0.0, 1.0]))
+    values.sum().backward()
+    # Head 3 is not clamped: d soft / d log_alpha = (zeta - gamma) * s (1 - s) / beta
+    s = 1 / (1 + math.exp(-(0.3 + math.log(0.45 / 0.55)) / 0.33))
+    expected = 1.2 * s * (1 - s) / 0.33
+    assert gate.log_alpha.grad[2].item() == pytest.approx(expected, rel=1e-5)
+    # Heads 1 and 2 are clamped to 1 and 0, so no gradient reaches them through the gate itself.
+    assert gate.log_alpha.grad[:2].abs().sum().item() == 0.0
+
+
+def test_gate_training_is_noisy_and_open_about_half_the_time_at_zero():
+    torch.manual_seed(0)
+    gate = HeadGate(1000).train()
+    with torch.no_grad():
+        gate.log_alpha.zero_()
+    values = gate()
+    assert set(values.detach().unique().tolist()) <= {0.0, 1.0}
+    assert 0.4 < values.mean().item() < 0.6
+
+
+def test_gradient_reaches_log_alpha_through_the_model():
+    model = KyamViT(tiny()).train()
+    out = model(torch.randn(2, 3, 32, 48), labels=torch.zeros(2, 5), gate_noise=torch.full((3, 4), 0.5))
+    out.logits.sum().backward()
+    grads = torch.stack([b.head_gate.log_alpha.grad for b in model.blocks])
+    assert grads.abs().sum() > 0
+
+
+@pytest.mark.parametrize("channels", [3, 13, 15])
+@pytest.mark.parametrize("size", [(32, 32), (32, 48), (48, 24)])
+def test_shapes(channels, size):
+    model = KyamViT(tiny(in_channels=channels, image_size=size)).eval()
+    out = model(torch.randn(2, channels, *size), return_attention=True)
+    grid = (size[0] // 8, size[1] // 8)
+    assert out.logits.shape == (2, 5)
+    assert out.head_gates.shape == (3, 4)
+    assert out.grid_size == grid
+    assert out.class_attention.shape == (2, 3, 4, 5, grid[0] * grid[1])
+    # rows are softmax over all tokens: the patch part sums to less than one, and is positive
+    row_sums = out.class_attention.sum(-1)
+    assert (row_sums < 1).all() and (row_sums > 0).all()
+
+
+def test_other_image_size_resamples_positions():
+    model = KyamViT(tiny(image_size=(32, 32))).eval()
+    out = model(torch.randn(1, 3, 48, 64), return_attention=True)
+    assert out.class_attention.shape[-1] == 6 * 8
+
+
+def test_wrong_channel_count_and_indivisible_size_are_clear_errors():
+    model = KyamViT(tiny())
+    with pytest.raises(ValueError, match="3 input channels, got 4"):
+        model(torch.randn(1, 4, 32, 48))
+    with pytest.raises(ValueError, match="not divisible by patch size 8"):
+        model(torch.randn(1, 3, 30, 48))
+
+
+def test_fused_and_explicit_attention_agree_with_gates():
+    torch.manual_seed(0)
+    fused = GatedAttention(32, num_heads=4, fused=True)
+    explicit = GatedAttention(32, num_heads=4, fused=False)
+    explicit.load_state_dict(fused.state_dict())
+    x = torch.randn(2, 11, 32)
+    gate = torch.tensor([1.0, 0.0, 1.0, 1.0])
+    layout = TokenLayout(3, 7, True)
+    out_f, rows_f = fused(x, gate, layout)
+    out_e, rows_e = explicit(x, gate, layout)
+    torch.testing.assert_close(out_f, out_e, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(rows_f, rows_e)
+    # class rows are exactly the class-token rows / patch columns of the full attention matrix
+    q, k, _ = fused.qkv(x).reshape(2, 11, 3, 4, 8).permute(2, 0, 3, 1, 4)
+    full = ((q * 8 ** -0.5) @ k.transpose(-2, -1)).softmax(-1)
+    torch.testing.assert_close(rows_f, full[:, :, 0:3, 3:10])
+
+
+def test_closed_head_contributes_nothing():
+    torch.manual_seed(0)
+    attn = GatedAttention(32, num_heads=4)
+    x = torch.randn(1, 6, 32)
+    base, _ = attn(x, torch.tensor([1.0, 0.0, 1.0, 1.0]))
+    with torch.no_grad():  # perturb only head 1's value projection: output must not move
+        attn.qkv.weight[64 + 8:64 + 16].add_(torch.randn(8, 32))
+    moved, _ = attn(x, torch.tensor([1.0, 0.0, 1.0, 1.0]))
+    torch.testing.assert_close(base, moved)
+
+
+def test_whole_model_fused_equals_explicit():
+    torch.manual_seed(0)
+    model = KyamViT(tiny()).eval()
+    x = torch.randn(2, 3, 32, 48)
+    a = model(x, return_attention=True)
+    for block in model.blocks:
+        block.attn.fused = False
+    b = model(x, return_attention=True)
+    torch.testing.assert_close(a.logits, b.logits, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(a.class_attention, b.class_attention)
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_without_gates_or_with_all_gates_open_it_is_a_plain_timm_vit(gated):
+    torch.manual_seed(0)
+    reference = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=1, img_size=32,
+                                  patch_size=8, embed_dim=32, depth=3, num_heads=4).eval()
+    model = KyamViT(tiny(num_classes=1, image_size=(32, 32), use_reg_token=False, use_head_gates=gated)).eval()
+    init_from_timm(model, reference.state_dict())
+    model.head.load_state_dict(reference.head.state_dict())
+    if gated:
+        with torch.no_grad():
+            for block in model.blocks:
+                block.head_gate.log_alpha.fill_(5.0)
+    x = torch.randn(3, 3, 32, 32)
+    torch.testing.assert_close(model(x).logits, reference(x), rtol=1e-4, atol=1e-5)
+
+
+def test_masking_only_in_training_and_only_with_labels():
+    torch.manual_seed(0)
+    model = KyamViT(tiny(mask_rate=1.0, use_head_gates=False))
+    x = torch.randn(2, 3, 32, 48)
+    labels = torch.tensor([[1.0, 0, 0, 0, 0], [0, 1.0, 0, 0, 0]])
+    model.eval()
+    plain = model(x).logits
+    assert torch.equal(model(x, labels=labels).logits, plain)  # evaluation: never masked
+    model.train()
+    masked = model(x, labels=labels).logits
+    assert not torch.allclose(masked, plain)
+    assert torch.equal(model(x).logits, plain)  # no labels: nothing to mask (no dropout/drop-path here)
+
+
+@pytest.mark.parametrize("classifier", ["token_mean", "cam"])
+def test_baseline_classifiers(classifier):
+    model = KyamViT(tiny(classifier=classifier, use_reg_token=False, use_head_gates=False)).eval()
+    out = model(torch.randn(2, 3, 32, 48), return_attention=True)
+    assert out.logits.shape == (2, 5)
+    if classifier == "cam":
+        assert out.patch_logits.shape == (2, 5, 24)
+        torch.testing.assert_close(out.logits, out.patch_logits.mean(-1))
+        assert out.class_attention.shape == (2, 3, 4, 1, 24)
+
+
+def test_losses():
+    model = KyamViT(tiny())
+    logits = torch.tensor([[2.0, -1.0, 0.0, 0.5, -3.0]])
+    labels = torch.tensor([[1.0, 0, 0, 1, 0]])
+    out = type("O", (), {"logits": logits})()
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+    torch.testing.assert_close(model.loss(out, labels), expected)
+    single = KyamViT(tiny(multi_label=False))
+    one_hot = torch.tensor([[0.0, 0, 0, 1, 0]])
+    torch.testing.assert_close(single.loss(out, one_hot), torch.nn.functional.cross_entropy(logits, torch.tensor([3])))
