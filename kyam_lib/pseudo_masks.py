@@ -22,6 +22,7 @@ from PIL import Image
 from scipy import ndimage
 from torch import Tensor
 
+from kyam_lib.data.palette import palette as voc_palette
 from kyam_lib.io import atomic_write
 from kyam_lib.metrics import valid_pixels
 
@@ -43,22 +44,12 @@ __all__ = [
 MaskRule = Literal["no_background", "background_score", "mean_threshold_background"]
 
 
-def _voc_palette(n: int = 256) -> list[int]:
-    """VOC-style colour map as a flat [r, g, b, ...] list of 3n ints; index 255 (void) is white."""
-    colours = []
-    for index in range(n):
-        red = green = blue = 0
-        bits = index
-        # The bits of the index are spread over the channels, most significant colour bit first.
-        for shift in range(7, -1, -1):
-            red |= (bits & 1) << shift
-            green |= ((bits >> 1) & 1) << shift
-            blue |= ((bits >> 2) & 1) << shift
-            bits >>= 3
-        colours += [red, green, blue]
-    if n > 255:
-        colours[3 * 255:3 * 256] = [255, 255, 255]
-    return colours
+def _flat_palette(colours: Sequence[int] | np.ndarray | None) -> list[int]:
+    """Flat [r, g, b, ...] ints from a flat list or an (n, 3) array; None = the VOC colour map."""
+    flat = np.asarray(voc_palette(256) if colours is None else colours).reshape(-1)
+    if flat.size % 3 or flat.size > 768 or (flat.size and (flat.min() < 0 or flat.max() > 255)):
+        raise ValueError(f"palette: expected at most 256 RGB triples with values 0..255, got {flat.size} values")
+    return flat.astype(np.int64).tolist()
 
 
 def _check_maps(class_maps: Tensor) -> None:
@@ -159,18 +150,19 @@ def masks_without_background(class_maps: Tensor, probs: Tensor, selected: Tensor
         top = torch.zeros_like(selected).scatter_(1, probs.argmax(dim=1, keepdim=True), True)
         selected = torch.where(empty, top, selected)
     winner, assigned = _mean_threshold_paint(class_maps, probs, selected)
-    needs_fill = (~assigned).flatten(1).any(dim=1)
-    if not needs_fill.any():
+    if assigned.all():
         return winner
-    favourite = paint_ranks(probs, selected).argmax(dim=1)
-    winner_cpu = torch.where(assigned, winner, torch.full_like(winner, -1)).cpu().numpy()
-    filled = winner.clone()
-    for index in torch.nonzero(needs_fill).flatten().tolist():
-        if assigned[index].any():
-            filled[index] = torch.from_numpy(nearest_label_fill(winner_cpu[index])).to(filled.device)
+    # The distance transform runs on the CPU: one transfer out and one back for the whole batch.
+    labels = torch.where(assigned, winner, torch.full_like(winner, -1)).cpu().numpy()
+    favourite = paint_ranks(probs, selected).argmax(dim=1).tolist()
+    for index, image in enumerate(labels):
+        if (image >= 0).all():
+            continue
+        if (image < 0).all():
+            image[...] = favourite[index]
         else:
-            filled[index] = favourite[index]
-    return filled
+            labels[index] = nearest_label_fill(image)
+    return torch.from_numpy(labels).to(winner.device)
 
 
 def _normalised_scores(class_maps: Tensor, selected: Tensor) -> Tensor:
@@ -261,8 +253,12 @@ def _to_numpy(array: Tensor | np.ndarray) -> np.ndarray:
     return array.detach().cpu().numpy() if isinstance(array, Tensor) else np.asarray(array)
 
 
-def save_pseudo_mask(mask: Tensor | np.ndarray, path: str | os.PathLike, palette: Sequence[int] | None = None) -> None:
-    """Write an (H, W) label mask (values 0..255) as an 8-bit palette PNG, atomically."""
+def save_pseudo_mask(mask: Tensor | np.ndarray, path: str | os.PathLike,
+                     palette: Sequence[int] | np.ndarray | None = None) -> None:
+    """Write an (H, W) label mask (values 0..255) as an 8-bit palette PNG, atomically.
+
+    `palette`: flat [r, g, b, ...] ints or an (n, 3) array; None = the VOC colour map.
+    """
     labels = _to_numpy(mask)
     if labels.ndim != 2:
         raise ValueError(f"{path}: mask must be (H, W), got shape {labels.shape}")
@@ -270,9 +266,10 @@ def save_pseudo_mask(mask: Tensor | np.ndarray, path: str | os.PathLike, palette
         raise TypeError(f"{path}: mask must hold integer labels, got dtype {labels.dtype}")
     if labels.size and (labels.min() < 0 or labels.max() > 255):
         raise ValueError(f"{path}: mask values must lie in 0..255, got {labels.min()}..{labels.max()}")
-    colours = list(_voc_palette() if palette is None else palette)
-    if len(colours) % 3 or len(colours) > 768:
-        raise ValueError(f"{path}: palette must be a flat list of at most 256 RGB triples, got {len(colours)} ints")
+    try:
+        colours = _flat_palette(palette)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
     image = Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint8))
     image.putpalette(colours)  # turns the greyscale image into a palette ("P") image
     with atomic_write(path) as tmp:
@@ -297,14 +294,14 @@ def _check_image(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def overlay(image: Tensor | np.ndarray, mask: Tensor | np.ndarray, *, alpha: float = 0.5,
-            palette: Sequence[int] | None = None) -> np.ndarray:
+            palette: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
     """Blend palette colours of an (H, W) mask over an (H, W, 3) image in [0, 1]; returns (H, W, 3) float."""
     labels = _to_numpy(mask)
     if labels.ndim != 2:
         raise ValueError(f"mask: expected (H, W), got shape {labels.shape}")
     picture = _check_image(_to_numpy(image), labels.shape)
     colours = np.zeros((256, 3))
-    flat = np.asarray(_voc_palette() if palette is None else palette, dtype=np.float64)
+    flat = np.asarray(_flat_palette(palette), dtype=np.float64)
     colours.flat[:len(flat)] = flat / 255.0
     return (1.0 - alpha) * picture + alpha * colours[labels.astype(np.int64)]
 

@@ -160,7 +160,8 @@ def evaluate_classifier(model: KyamViT, loader: DataLoader, device: torch.device
     total_loss = dist.all_reduce_sum(torch.stack(losses).sum())
     return {
         "val_loss": float(total_loss) / len(labels),
-        "val_classifier_acc": classifier_accuracy(logits, labels, multi_label=model.config.multi_label),
+        "val_classifier_acc": classifier_accuracy(logits, labels, multi_label=model.config.multi_label,
+                                                  from_logits=True),
     }
 
 

@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from kyam_lib.metrics import ConfusionMatrix
-from kyam_lib.pseudo_masks import (_voc_palette, heatmap_overlay, load_mask_png, masks_mean_threshold_background,
+from kyam_lib.pseudo_masks import (heatmap_overlay, load_mask_png, masks_mean_threshold_background,
                                    masks_with_background, masks_without_background, nearest_label_fill, overlay,
                                    paint_ranks, pseudo_masks, save_pseudo_mask, select_classes, threshold_curve)
 from kyam_lib.reference import nearest_label_fill_bfs
@@ -73,13 +73,13 @@ def test_without_background_ties_go_to_higher_class_index():
 def test_without_background_2d_fill():
     maps = torch.zeros(1, 2, 5, 5)
     maps[0, 0, 0, 0] = 1.0  # class 0 at the top-left corner
-    maps[0, 1, 4, 3:] = 1.0  # class 1 on the bottom row, columns 3-4
+    maps[0, 1, 4, 3] = maps[0, 1, 3, 4] = 1.0  # class 1 at two pixels near the bottom-right corner
     mask = masks_without_background(maps, torch.tensor([[0.9, 0.8]]), torch.tensor([[True, True]]))[0]
-    expected = torch.tensor([[0, 0, 0, 0, 0],
-                             [0, 0, 0, 0, 1],
+    expected = torch.tensor([[0, 0, 0, 0, 1],
                              [0, 0, 0, 1, 1],
                              [0, 0, 1, 1, 1],
-                             [0, 1, 1, 1, 1]])
+                             [0, 1, 1, 1, 1],
+                             [1, 1, 1, 1, 1]])
     # every pixel has a unique nearest seed here (checked by the distances, no ties)
     assert torch.equal(mask, expected)
 
@@ -106,7 +106,7 @@ def test_without_background_batch_is_per_image():
     for index in range(2):
         single = masks_without_background(maps[index:index + 1], probs[index:index + 1], selected[:1])
         assert torch.equal(batch[index], single[0])
-    assert batch[1, 0].tolist() == [2, 2, 2, 1, 1, 0, 0, 0][::-1][::-1][::-1] or True  # layout sanity below
+    # mirrored strip: class 0 on 6-7 wins its overlap with class 1 (5-6); class 2 at 0
     assert batch[1, 0].tolist() == [2, 2, 2, 1, 1, 1, 0, 0]
 
 
@@ -203,6 +203,13 @@ def test_mean_threshold_background_hand_computed():
     assert mask[0, 0].tolist() == [1, 2, 2, 0, 0, 0, 0, 3]
 
 
+def test_mean_threshold_is_strict():
+    # a pixel exactly at the mean is not foreground; a flat map assigns nothing
+    maps = torch.tensor([[0.0, 1.0, 2.0], [5.0, 5.0, 5.0]]).view(1, 2, 1, 3)
+    probs, selected = torch.tensor([[0.9, 0.8]]), torch.tensor([[True, True]])
+    assert masks_mean_threshold_background(maps, probs, selected)[0, 0].tolist() == [0, 0, 1]
+
+
 def test_dispatch():
     probs = torch.tensor([[0.6, 0.8, 0.7, 0.99]])
     assert torch.equal(pseudo_masks(_strip_maps(), probs, SELECTED, rule="no_background"),
@@ -254,25 +261,29 @@ def test_shape_validation():
 
 # --- files and figures -------------------------------------------------------------------------
 
-def test_palette():
-    colours = _voc_palette()
-    assert len(colours) == 768
-    triples = [tuple(colours[3 * k:3 * k + 3]) for k in range(256)]
-    assert triples[:5] == [(0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128)]
-    assert triples[15] == (192, 192, 192) and triples[255] == (255, 255, 255)
-    assert len(_voc_palette(21)) == 63
+def test_default_palette_is_voc():
+    mask = np.array([[0, 1, 12, 15, 255]])
+    painted = overlay(np.zeros((1, 5, 3)), mask, alpha=1.0) * 255
+    # background black, aeroplane, dog, person; void (255) drawn white
+    expected = [[0, 0, 0], [128, 0, 0], [64, 0, 128], [192, 128, 128], [255, 255, 255]]
+    assert np.allclose(painted[0], expected)
 
 
 def test_save_and_load_round_trip(tmp_path):
     mask = torch.randint(0, 21, (13, 17))
     mask[0, :5] = 255
     path = tmp_path / "run" / "masks" / "2007_000032.png"
-    save_pseudo_mask(mask, path, _voc_palette())
+    save_pseudo_mask(mask, path)
     with Image.open(path) as image:
         assert image.mode == "P" and image.size == (17, 13)
-        assert image.getpalette()[3:6] == [128, 0, 0]
+        assert image.getpalette()[3:6] == [128, 0, 0]  # VOC aeroplane by default
     loaded = load_mask_png(path)
     assert loaded.dtype == np.uint8 and np.array_equal(loaded, mask.numpy())
+    own = np.array([[10, 20, 30], [40, 50, 60]], dtype=np.uint8)  # an (n, 3) palette
+    save_pseudo_mask(mask.clamp(max=1), path, own)
+    with Image.open(path) as image:
+        assert image.getpalette()[:6] == [10, 20, 30, 40, 50, 60]
+    assert np.array_equal(load_mask_png(path), mask.clamp(max=1).numpy())
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left behind
 
 
@@ -283,6 +294,8 @@ def test_save_and_load_errors(tmp_path):
         save_pseudo_mask(np.zeros((2, 2)), tmp_path / "a.png")
     with pytest.raises(ValueError, match="\\(H, W\\)"):
         save_pseudo_mask(np.zeros((2, 2, 3), dtype=np.uint8), tmp_path / "a.png")
+    with pytest.raises(ValueError, match="a.png: palette"):
+        save_pseudo_mask(np.zeros((2, 2), dtype=np.uint8), tmp_path / "a.png", [0, 0])
     assert not (tmp_path / "a.png").exists()
     with pytest.raises(FileNotFoundError, match="missing.png"):
         load_mask_png(tmp_path / "missing.png")

@@ -13,7 +13,6 @@ Bad input raises `DatasetError` naming the file and the problem, never a bare PI
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -293,7 +292,3 @@ def _as_size(image_size: int | Sequence[int] | None) -> tuple[int, int] | None:
     if len(size) != 2:
         raise ValueError(f"image_size must be an int or (height, width), got {image_size!r}")
     return size  # type: ignore[return-value]
-
-
-def warn_once(message: str) -> None:
-    warnings.warn(message, stacklevel=3)
