@@ -7,6 +7,10 @@ Layout of a checkpoint directory::
     train_state.safetensors + train_state.json   (optional) optimizer, scheduler, epoch, RNG states
 
 Nothing is unpickled when loading: tensors come from safetensors, everything else from JSON.
+
+A run directory keeps its epoch checkpoints as ``checkpoints/epoch_NNNN``. A checkpoint is
+written into ``.<name>.<random>.tmp`` and renamed into place, so a killed writer leaves at most a
+hidden temporary, which `latest_checkpoint` never returns and `remove_stale_temporaries` deletes.
 """
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ from .io import read_json
 from .model import KyamViT
 
 __all__ = ["CheckpointError", "LoadedCheckpoint", "save_checkpoint", "load_checkpoint", "load_training_state",
-           "latest_checkpoint", "check_compatible"]
+           "epoch_checkpoints", "latest_checkpoint", "remove_stale_temporaries", "check_compatible"]
 
 FORMAT = "kyam-checkpoint-v1"
 _EPOCH_DIR = re.compile(r"^epoch_(\d+)$")
@@ -104,11 +108,26 @@ def save_checkpoint(directory: str | os.PathLike, model: KyamViT, *, train_confi
             shutil.rmtree(old, ignore_errors=True)
             os.replace(directory, old)
         os.replace(tmp, directory)
+        _fsync_directory(directory.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return directory
+
+
+def _fsync_directory(path: Path) -> None:
+    """Make a rename inside `path` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _weights_file(path: Path) -> Path:
@@ -134,7 +153,10 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     except (ConfigError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{weights}: stored model config is invalid: {err}") from err
     model = KyamViT(model_config)
-    state = load_file(str(weights), device=str(map_location))
+    try:
+        state = load_file(str(weights), device=str(map_location))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{weights}: weights are unreadable ({err})") from err
     missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
     if missing or unexpected:
         raise CheckpointError(f"{weights}: weights do not match the stored config "
@@ -152,16 +174,57 @@ def load_training_state(path: str | os.PathLike) -> dict[str, Any]:
     structure_file, tensor_file = path / "train_state.json", path / "train_state.safetensors"
     if not structure_file.is_file() or not tensor_file.is_file():
         raise CheckpointError(f"{path}: has no training state (train_state.json/.safetensors)")
-    return _unflatten(read_json(structure_file), load_file(str(tensor_file)))
+    try:
+        structure = read_json(structure_file)
+        tensors = load_file(str(tensor_file))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path}: training state is unreadable ({err})") from err
+    try:
+        return _unflatten(structure, tensors)
+    except (KeyError, TypeError) as err:
+        raise CheckpointError(f"{structure_file}: training state does not match {tensor_file.name} ({err})") from err
+
+
+def epoch_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """The `epoch_NNNN` checkpoints under `run_dir/checkpoints`, oldest first (temporaries excluded)."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    epochs = [(int(m.group(1)), p) for p in root.iterdir() if (m := _EPOCH_DIR.match(p.name)) and p.is_dir()]
+    return [p for _, p in sorted(epochs)]
 
 
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     """The highest `epoch_NNNN` checkpoint under `run_dir/checkpoints`, or None."""
-    root = Path(run_dir) / "checkpoints"
-    if not root.is_dir():
-        return None
-    epochs = [(int(m.group(1)), p) for p in root.iterdir() if (m := _EPOCH_DIR.match(p.name)) and p.is_dir()]
-    return max(epochs)[1] if epochs else None
+    epochs = epoch_checkpoints(run_dir)
+    return epochs[-1] if epochs else None
+
+
+def remove_stale_temporaries(run_dir: str | os.PathLike) -> list[Path]:
+    """Delete what killed writers left in `run_dir` and `run_dir/checkpoints`; return what was removed.
+
+    ``.<name>.*.tmp`` files and directories are half-written and deleted. A ``.<name>.old``
+    directory is the previous version of a checkpoint being replaced: it is moved back when the
+    kill came before the new version was in place, else deleted.
+    """
+    removed: list[Path] = []
+    for folder in (Path(run_dir), Path(run_dir) / "checkpoints"):
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            if not path.name.startswith("."):
+                continue
+            if path.name.endswith(".tmp"):
+                shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+                removed.append(path)
+            elif path.name.endswith(".old") and path.is_dir():
+                current = folder / path.name[1:-len(".old")]
+                if current.exists():
+                    shutil.rmtree(path)
+                    removed.append(path)
+                else:
+                    os.replace(path, current)
+    return removed
 
 
 def check_compatible(model_config: ModelConfig, *, num_classes: int, num_channels: int, source: str = "checkpoint") -> None:

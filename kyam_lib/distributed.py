@@ -1,31 +1,45 @@
 """torch.distributed glue: one process = world of 1, under torchrun NCCL (GPU) or gloo (CPU).
 
 Every helper is a no-op when no process group is initialised, so the training loop has no forks.
+Randomness that must not depend on the rank (which process sees a sample, or how many there are)
+is keyed by `sample_seed(seed, epoch, index, stream=...)` instead of drawn from a process's stream.
 """
 from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 import torch.distributed as torch_dist
 from torch import Tensor, nn
 
-__all__ = ["setup", "cleanup", "is_initialized", "world_size", "rank", "is_main", "barrier", "wrap",
-           "all_reduce_sum", "all_gather_cat", "per_sample_uniforms"]
+__all__ = ["setup", "cleanup", "is_initialized", "world_size", "rank", "local_rank", "is_main", "barrier",
+           "wrap", "all_reduce_sum", "all_gather_cat", "shard_indices", "sample_seed", "per_sample_uniforms",
+           "MASKING_STREAM", "AUGMENT_STREAM"]
+
+# Independent per-sample streams: the masking draws must not correlate with the augmentation.
+MASKING_STREAM = 0
+AUGMENT_STREAM = 1
 
 
 def is_initialized() -> bool:
     return torch_dist.is_available() and torch_dist.is_initialized()
 
 
+def local_rank() -> int:
+    """This process's index on its node (torchrun's LOCAL_RANK; 0 outside torchrun)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def setup(device: torch.device) -> None:
     """Join the process group torchrun describes in the environment (WORLD_SIZE > 1)."""
     if is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return
-    backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    torch_dist.init_process_group(backend=backend)
+        torch.cuda.set_device(device if device.index is not None else local_rank())
+        torch_dist.init_process_group(backend="nccl", device_id=torch.device("cuda", torch.cuda.current_device()))
+    else:
+        torch_dist.init_process_group(backend="gloo")
 
 
 def cleanup() -> None:
@@ -66,7 +80,7 @@ def all_reduce_sum(tensor: Tensor) -> Tensor:
 
 
 def all_gather_cat(tensor: Tensor) -> Tensor:
-    """Concatenate equally-shaped-but-for-dim-0 tensors from every rank (ranks may differ by one row)."""
+    """Concatenate equally-shaped-but-for-dim-0 tensors from every rank (ranks may differ in rows)."""
     if not is_initialized():
         return tensor
     sizes = [torch.zeros(1, dtype=torch.long, device=tensor.device) for _ in range(world_size())]
@@ -79,10 +93,26 @@ def all_gather_cat(tensor: Tensor) -> Tensor:
     return torch.cat([g[: int(s.item())] for g, s in zip(gathered, sizes)])
 
 
+def shard_indices(length: int) -> list[int]:
+    """This rank's share of range(length), every index exactly once over all ranks.
+
+    Used for evaluation instead of DistributedSampler, which pads the last round with duplicates
+    and so would count some images twice in the metrics.
+    """
+    return list(range(rank(), length, world_size()))
+
+
+def sample_seed(seed: int, epoch: int, index: int, *, stream: int) -> int:
+    """A 63-bit seed for one sample's draws in one epoch, well mixed (numpy SeedSequence)."""
+    entropy = [seed % 2**64, epoch, int(index), stream]
+    words = np.random.SeedSequence(entropy).generate_state(2, dtype=np.uint32)
+    return (int(words[0]) << 31) ^ int(words[1])
+
+
 def per_sample_uniforms(indices: Tensor, num_classes: int, seed: int, epoch: int) -> Tensor:
-    """(B, C) uniforms keyed by (seed, epoch, dataset index): the same draws whichever rank sees a sample."""
+    """(B, C) masking uniforms keyed by (seed, epoch, dataset index): the same whichever rank sees a sample."""
     rows = []
     for index in indices.tolist():
-        generator = torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 10_000_019 + int(index))
+        generator = torch.Generator().manual_seed(sample_seed(seed, epoch, index, stream=MASKING_STREAM))
         rows.append(torch.rand(num_classes, generator=generator))
     return torch.stack(rows)

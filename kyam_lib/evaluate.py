@@ -27,7 +27,8 @@ from .config import ConfigBase, ConfigError
 from .data import build_dataset, default_data_root, ensure_dataset
 from .data.palette import palette
 from .io import atomic_write, write_json
-from .metrics import ConfusionMatrix, classifier_accuracy, mean_average_precision, sparsity_rate
+from .metrics import ConfusionMatrix, classifier_accuracy, mean_average_precision
+from .penalty import sparsity_rate
 from .model import KyamOutput, KyamViT
 from .pseudo_masks import (masks_mean_threshold_background, masks_with_background, masks_without_background,
                            save_pseudo_mask, select_classes, threshold_curve)
@@ -52,7 +53,7 @@ class EvalConfig(ConfigBase):
     oracle: bool = False                 # True: draw the ground-truth classes instead of predictions
     thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS
     batch_size: int = 64
-    max_images: int = 0                  # 0 = whole split
+    max_images: int = 0                  # 0 = the run's own images of each split; k > 0: at most k of them
     save_masks: bool = True
     device: str = "auto"
 
@@ -172,6 +173,23 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
         frame.to_csv(tmp, index=False)
 
 
+def _run_subset(dataset, split: str, train_cfg: dict[str, Any], max_images: int):
+    """The images of `split` the run itself used (its seeded max_train/val_images subset), capped at `max_images`.
+
+    Same rule as training (a prefix of one seeded permutation), so a cap keeps a subset of the
+    trained images, and pseudo-masks exist for exactly the images a same-seed segmentation run
+    with that many training images draws.
+    """
+    limit = {train_cfg.get("train_split", "train"): train_cfg.get("max_train_images", 0),
+             train_cfg.get("val_split", "val"): train_cfg.get("max_val_images", 0)}.get(split, 0)
+    if max_images > 0:
+        limit = min(limit, max_images) if limit > 0 else max_images
+    if limit <= 0 or limit >= len(dataset):
+        return dataset
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(train_cfg.get("seed", 0)))[:limit]
+    return Subset(dataset, sorted(order.tolist()))
+
+
 def evaluate_run(cfg: EvalConfig) -> dict[str, Any]:
     """Evaluate a trained run: writes metrics.json, CSV tables and palette PNG pseudo-masks to out_dir."""
     started = time.perf_counter()
@@ -191,8 +209,7 @@ def evaluate_run(cfg: EvalConfig) -> dict[str, Any]:
         dataset = build_dataset(name, root, split, image_size=image_size, augment=False)
         check_compatible(loaded.model_config, num_classes=len(dataset.class_names), num_channels=dataset.num_channels,
                          source=str(run_dir / "model"))
-        if cfg.max_images and cfg.max_images < len(dataset):
-            dataset = Subset(dataset, list(range(cfg.max_images)))
+        dataset = _run_subset(dataset, split, train_cfg, cfg.max_images)
         datasets[split] = dataset
     info = next(iter(datasets.values()))
     info = info.dataset if isinstance(info, Subset) else info
@@ -201,7 +218,7 @@ def evaluate_run(cfg: EvalConfig) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "run_dir": str(run_dir), "dataset": name, "oracle": cfg.oracle, "blocks": cfg.blocks,
         "head_weighting": cfg.head_weighting, "has_background": info.has_background,
-        "sparsity": sparsity_rate(model.eval().head_gates()) if loaded.model_config.use_head_gates else 0.0,
+        "sparsity": sparsity_rate(model),
         "rule": "background_score" if info.has_background else "no_background", "splits": {},
     }
     curves, per_class = [], []

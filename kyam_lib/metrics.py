@@ -77,6 +77,15 @@ class ConfusionMatrix:
         self._matrix = None if device is None else torch.zeros(num_classes, num_classes, dtype=torch.int64,
                                                               device=device)
 
+    @classmethod
+    def from_matrix(cls, matrix: Tensor, ignore_index: int | None = 255) -> ConfusionMatrix:
+        """Wrap existing (K, K) counts (rows = target, columns = prediction), e.g. one entry of a t-curve."""
+        if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+            raise ValueError(f"matrix: expected a square (K, K) tensor, got shape {tuple(matrix.shape)}")
+        cm = cls(int(matrix.shape[0]), ignore_index, device=matrix.device)
+        cm._matrix = matrix.to(torch.int64).clone()
+        return cm
+
     @property
     def matrix(self) -> Tensor:
         """(K, K) int64 counts, rows = target, columns = prediction."""

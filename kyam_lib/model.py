@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +16,8 @@ from torch import Tensor, nn
 from .config import ModelConfig
 from .masking import mask_absent_class_tokens
 
-__all__ = ["TokenLayout", "HeadGate", "AlwaysOpen", "GatedAttention", "Block", "KyamOutput", "KyamViT", "MODEL_SIZES"]
+__all__ = ["TokenLayout", "HeadGate", "AlwaysOpen", "GatedAttention", "Block", "KyamOutput", "KyamViT", "MODEL_SIZES",
+           "gated_head_mean"]
 
 # (embed_dim, depth, num_heads). "base" is the paper's ViT-B; the others train on 2 CPU cores.
 MODEL_SIZES: dict[str, tuple[int, int, int]] = {
@@ -157,12 +159,26 @@ class Block(nn.Module):
         return x, gate, class_attention
 
 
+def gated_head_mean(class_attention: Tensor, gate: Tensor) -> Tensor:
+    """(B, H, C, P) one block's class attention, gate (H,) → (B, 1, C, P) mean over the open heads.
+
+    Weights gate / sum(gate), and zero for a block whose heads are all closed: the head weighting
+    of `aggregation.class_maps(..., head_weighting="gates")`, applied one block at a time.
+    """
+    weights = gate.detach().to(class_attention.dtype)
+    open_mass = weights.sum()
+    weights = torch.where(open_mass > 0, weights / open_mass.clamp_min(torch.finfo(weights.dtype).tiny),
+                          torch.zeros_like(weights))
+    return torch.einsum("bhcp,h->bcp", class_attention, weights).unsqueeze(1)
+
+
 @dataclasses.dataclass
 class KyamOutput:
     """What the model returns.
 
     logits: (B, C). head_gates: (L, H) gate values used in this forward (evaluation: 0/1).
-    class_attention: (B, L, H, C, P) class-token → patch attention, when requested.
+    class_attention: (B, L, H, C, P) class-token → patch attention, when requested; H = 1 with
+        `attention_heads="gated_mean"` (each block's heads already averaged with the gates).
     patch_logits: (B, C, P) per-patch class scores of the "cam" classifier, else None.
     """
 
@@ -252,12 +268,18 @@ class KyamViT(nn.Module):
     # -- forward --------------------------------------------------------------------------
     def forward(self, images: Tensor, *, labels: Tensor | None = None, return_attention: bool = False,
                 generator: torch.Generator | None = None, mask_uniforms: Tensor | None = None,
-                gate_noise: Tensor | None = None) -> KyamOutput:
+                gate_noise: Tensor | None = None,
+                attention_heads: Literal["all", "gated_mean"] = "all") -> KyamOutput:
         """images (B, C_in, H, W); labels (B, C) multi-hot enable class-token masking in training.
 
         `mask_uniforms` (B, C) in [0, 1) replaces the masking draws (per-sample seeding across ranks);
         `gate_noise` (L, H) in (0, 1) replaces the gates' training draws.
+        `attention_heads="gated_mean"` returns class_attention (B, L, 1, C, P), each block's heads
+        averaged with the gates of this forward (`gated_head_mean`): the class maps of the default
+        head weighting (pass head_gates=None to `class_maps`) at 1/H of the memory.
         """
+        if attention_heads not in ("all", "gated_mean"):
+            raise ValueError(f"attention_heads: expected 'all' or 'gated_mean', got {attention_heads!r}")
         if images.shape[1] != self.config.in_channels:
             raise ValueError(f"model expects {self.config.in_channels} input channels, got {images.shape[1]}")
         B = images.shape[0]
@@ -269,12 +291,18 @@ class KyamViT(nn.Module):
             patches,
             (self.reg_token + self.reg_pos_embed).expand(B, -1, -1),
         ], dim=1)
-        gates, class_attention = [], []
+        gates, class_attention = [], None
         for index, block in enumerate(self.blocks):
             noise = gate_noise[index] if gate_noise is not None else None
             x, gate, attention = block(x, layout if return_attention else None, noise)
             gates.append(gate)
-            class_attention.append(attention)
+            if attention is not None:
+                if attention_heads == "gated_mean":
+                    attention = gated_head_mean(attention, gate)
+                if class_attention is None:
+                    # Filled block by block: stacking a list at the end would hold every block's rows twice.
+                    class_attention = attention.new_empty((B, len(self.blocks), *attention.shape[1:]))
+                class_attention[:, index] = attention
         x = self.norm(x)
         patch_logits = None
         if self.config.classifier == "cam":
@@ -292,7 +320,7 @@ class KyamViT(nn.Module):
         return KyamOutput(
             logits=logits,
             head_gates=torch.stack(gates),
-            class_attention=torch.stack(class_attention, dim=1) if return_attention else None,
+            class_attention=class_attention,
             patch_logits=patch_logits,
             grid_size=grid,
         )

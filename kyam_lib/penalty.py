@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from . import metrics
+
 __all__ = ["l0_penalty", "sparsity_rate"]
 
 
@@ -22,4 +24,4 @@ def sparsity_rate(model: nn.Module) -> float:
     model.eval()
     gates = model.head_gates()
     model.train(was_training)
-    return float((gates == 0).float().mean())
+    return metrics.sparsity_rate(gates)

@@ -2,14 +2,26 @@
 
     python -m kyam_lib.train --preset smoke --out runs/smoke
     python -m kyam_lib.train --config my.json --l0_weight 0.001 --out runs/l0_0.001
+    python -m kyam_lib.train --preset smoke --out runs/smoke --resume     # continue the latest checkpoint
+    torchrun --nproc_per_node 2 -m kyam_lib.train --preset smoke --out runs/smoke_ddp
+
+Under torchrun every process trains on its share of each batch (batch_size is the global batch,
+split evenly); gradients, losses and validation metrics are reduced over all processes, and only
+rank 0 writes. Outputs in --out: config.json, log.jsonl (one line per epoch),
+checkpoints/epoch_NNNN (model, optimizer, scheduler, epoch, RNG states; the last
+keep_checkpoints are kept), model/ (final weights) and metrics.json (written last).
+Nothing is written before the first epoch has finished, so a run that fails early leaves --out
+as it was; a fresh (not --resume) run replaces an earlier run's outputs when it writes first.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
-import shutil
+import os
 import random
+import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -17,13 +29,14 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
 from . import distributed as dist
-from .checkpoint import latest_checkpoint, load_training_state, save_checkpoint
+from .checkpoint import (CheckpointError, epoch_checkpoints, check_compatible, latest_checkpoint, load_checkpoint,
+                         load_training_state, remove_stale_temporaries, save_checkpoint)
 from .config import ConfigError, ModelConfig, TrainConfig, parse_overrides
-from .data import build_dataset, default_data_root, ensure_dataset
+from .data import DATASET_NAMES, DatasetError, build_dataset, default_data_root, ensure_dataset
 from .io import append_jsonl, atomic_write, read_json, write_json
 from .metrics import classifier_accuracy
 from .model import MODEL_SIZES, KyamViT
@@ -31,7 +44,11 @@ from .penalty import l0_penalty, sparsity_rate
 from .presets import preset_overrides
 from .pretrained import init_from_timm
 
-__all__ = ["TrainingError", "model_config_for", "build_datasets", "make_optimizer", "make_scheduler", "train", "main"]
+__all__ = ["TrainingError", "SeededAugmentation", "model_config_for", "build_datasets", "make_optimizer",
+           "make_scheduler", "train", "main"]
+
+# Outputs of a run that a fresh (not resumed) run replaces; other files in --out are left alone.
+RUN_OUTPUTS = ("config.json", "log.jsonl", "metrics.json", "checkpoints", "model")
 
 
 class TrainingError(RuntimeError):
@@ -39,9 +56,13 @@ class TrainingError(RuntimeError):
 
 
 def resolve_device(name: str) -> torch.device:
+    """"auto" = this process's GPU (torchrun's LOCAL_RANK) when CUDA is available, else the CPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        return torch.device("cuda", dist.local_rank()) if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", dist.local_rank())
+    return device
 
 
 def model_config_for(cfg: TrainConfig, *, num_classes: int, in_channels: int, multi_label: bool) -> ModelConfig:
@@ -62,6 +83,8 @@ def _subset(dataset, limit: int, seed: int):
 
 def build_datasets(cfg: TrainConfig):
     """(train, val) datasets; the embedded synthetic sets are generated on first use."""
+    if cfg.dataset not in DATASET_NAMES:
+        raise ConfigError(f"TrainConfig.dataset: unknown dataset {cfg.dataset!r}; expected one of {list(DATASET_NAMES)}")
     root = Path(cfg.data_root) if cfg.data_root else default_data_root()
     dataset_root = ensure_dataset(cfg.dataset, root)
     train_set = build_dataset(cfg.dataset, dataset_root, cfg.train_split, image_size=cfg.image_size,
@@ -71,7 +94,40 @@ def build_datasets(cfg: TrainConfig):
 
 
 def dataset_info(dataset) -> Any:
-    return dataset.dataset if isinstance(dataset, Subset) else dataset
+    """The loader behind a Subset / SeededAugmentation wrapper (class names, channels, ...)."""
+    while isinstance(dataset, (Subset, SeededAugmentation)):
+        dataset = dataset.dataset
+    return dataset
+
+
+class SeededAugmentation(Dataset):
+    """Draws each item's random augmentation from a seed keyed by (seed, epoch, position).
+
+    The loaders' transforms draw from torch's global generator; re-seeding it per item (and
+    restoring it after) makes the augmentation of a sample independent of the process or worker
+    that loads it and of the order of loading: 2 processes x batch b see exactly the images of
+    1 process x batch 2b, and a resumed run sees those of an uninterrupted one.
+    """
+
+    def __init__(self, dataset: Dataset, *, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Call before iterating (worker processes get a copy of the dataset per epoch)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        state = torch.get_rng_state()
+        torch.default_generator.manual_seed(dist.sample_seed(self.seed, self.epoch, index, stream=dist.AUGMENT_STREAM))
+        try:
+            return self.dataset[index]
+        finally:
+            torch.set_rng_state(state)
 
 
 def make_optimizer(model: KyamViT, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -109,55 +165,67 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def seed_everything(seed: int, deterministic: bool) -> None:
+def seed_everything(seed: int, deterministic: bool, device: torch.device) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     if deterministic:
+        if device.type == "cuda":
+            # cuBLAS picks reduction orders per workspace; a fixed workspace makes them repeatable.
+            # Only effective before the first cuBLAS call of the process.
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
 
 
-def _rng_state(gate_generator: torch.Generator) -> dict[str, Any]:
+def _rng_state(gate_generator: torch.Generator, device: torch.device) -> dict[str, Any]:
+    """Every random stream of this process (identical on all ranks: same seeds, same draws)."""
+    version, keys, gauss_next = random.getstate()
     np_state = np.random.get_state()
     state = {
-        "python": list(random.getstate()[1]) + [random.getstate()[0], random.getstate()[2]],
+        "python": {"version": version, "keys": torch.tensor(keys, dtype=torch.int64), "gauss_next": gauss_next},
         "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
                   "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
         "torch": torch.get_rng_state(),
         "gate_generator": gate_generator.get_state(),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def _set_rng_state(state: dict[str, Any], gate_generator: torch.Generator) -> None:
+def _set_rng_state(state: dict[str, Any], gate_generator: torch.Generator, device: torch.device) -> None:
     python = state["python"]
-    random.setstate((python[-2], tuple(python[:-2]), python[-1]))
+    random.setstate((python["version"], tuple(python["keys"].tolist()), python["gauss_next"]))
     np_state = state["numpy"]
     np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
                          np_state["has_gauss"], np_state["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     gate_generator.set_state(state["gate_generator"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 @torch.no_grad()
 def evaluate_classifier(model: KyamViT, loader: DataLoader, device: torch.device, amp_dtype) -> dict[str, float]:
-    """Validation loss and classifier accuracy (fraction of correct per-class decisions)."""
+    """Validation loss and classifier accuracy over the whole split, every image counted once.
+
+    Each rank scores its `shard_indices` share; losses are summed and logits gathered over ranks.
+    """
     model.eval()
-    losses, logits_all, labels_all = [], [], []
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    logits_all = [torch.zeros(0, model.config.num_classes, device=device)]
+    labels_all = [torch.zeros(0, model.config.num_classes, device=device)]
     for batch in loader:
         images, labels = batch["image"].to(device), batch["labels"].to(device)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             output = model(images)
-        losses.append(model.loss(output, labels) * len(images))
+        loss_sum += model.loss(output, labels).double() * len(images)  # the loss is a mean over the batch
         logits_all.append(output.logits.float())
-        labels_all.append(labels)
+        labels_all.append(labels.float())
     logits, labels = dist.all_gather_cat(torch.cat(logits_all)), dist.all_gather_cat(torch.cat(labels_all))
-    total_loss = dist.all_reduce_sum(torch.stack(losses).sum())
+    total_loss = dist.all_reduce_sum(loss_sum)
     return {
         "val_loss": float(total_loss) / len(labels),
         "val_classifier_acc": classifier_accuracy(logits, labels, multi_label=model.config.multi_label,
@@ -165,35 +233,84 @@ def evaluate_classifier(model: KyamViT, loader: DataLoader, device: torch.device
     }
 
 
+def _check_finite(loss: torch.Tensor, *, what: str, out_dir: Path, epoch: int, step: int, cfg: TrainConfig) -> None:
+    """Raise TrainingError on every rank when the value is not finite on any rank."""
+    bad = dist.all_reduce_sum((~torch.isfinite(loss.detach())).float().reshape(1))
+    if float(bad) > 0:
+        last = latest_checkpoint(out_dir)
+        kept = f"the last good checkpoint is kept: {last}" if last else "no checkpoint had been written yet"
+        raise TrainingError(f"{out_dir}: non-finite {what} ({float(loss.detach())}) at epoch {epoch + 1}, step {step + 1}; "
+                            f"{kept}. Lower TrainConfig.lr ({cfg.lr}) or gate_lr ({cfg.gate_lr}), or set grad_clip.")
+
+
+def _resume_state(checkpoint: Path, model_config: ModelConfig, *, num_classes: int, num_channels: int):
+    """(weights, training state) of `checkpoint` after checking that it fits the data and the model."""
+    loaded = load_checkpoint(checkpoint)
+    check_compatible(loaded.model_config, num_classes=num_classes, num_channels=num_channels, source=str(checkpoint))
+    if loaded.model_config != model_config:
+        differ = {k: (v, model_config.to_dict()[k]) for k, v in loaded.model_config.to_dict().items()
+                  if model_config.to_dict()[k] != v}
+        raise CheckpointError(f"{checkpoint}: its model differs from this run's config in "
+                              + ", ".join(f"{k} (checkpoint {a!r}, run {b!r})" for k, (a, b) in differ.items()))
+    return loaded.model.state_dict(), load_training_state(checkpoint)
+
+
+def _replace_previous_outputs(out_dir: Path) -> None:
+    """A fresh run's first write: remove an earlier run's outputs so that they cannot mix."""
+    for name in RUN_OUTPUTS:
+        path = out_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
 def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True) -> dict[str, Any]:
-    """Train one configuration; writes config, log, checkpoints and metrics.json under cfg.out_dir."""
+    """Train one configuration; writes config, log, checkpoints and metrics.json under cfg.out_dir.
+
+    resume=True continues from the latest `checkpoints/epoch_NNNN` of cfg.out_dir (after checking
+    that its model fits the data and the config), or starts fresh when there is none. On CPU with
+    cfg.deterministic, a resumed run ends with the metrics and weights of an uninterrupted one.
+    Raises TrainingError on a non-finite loss, keeping the last good checkpoint.
+    """
     out_dir = Path(cfg.out_dir)
     device = resolve_device(cfg.device)
     dist.setup(device)
-    seed_everything(cfg.seed, cfg.deterministic)
+    seed_everything(cfg.seed, cfg.deterministic, device)
     amp_dtype = torch.bfloat16 if (cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")) else None
+    world, rank = dist.world_size(), dist.rank()
+    if cfg.batch_size % world:
+        raise ConfigError(f"TrainConfig.batch_size {cfg.batch_size} is not divisible by the {world} processes")
 
     train_set, val_set = build_datasets(cfg)
     info = dataset_info(train_set)
     model_config = model_config_for(cfg, num_classes=len(info.class_names), in_channels=info.num_channels,
                                     multi_label=info.multi_label)
     model = KyamViT(model_config)
-    if cfg.pretrained:
+
+    if dist.is_main() and out_dir.is_dir():
+        remove_stale_temporaries(out_dir)
+    dist.barrier()
+    checkpoint = latest_checkpoint(out_dir) if resume else None
+    state: dict[str, Any] = {}
+    if checkpoint is not None:
+        weights, state = _resume_state(checkpoint, model_config, num_classes=len(info.class_names),
+                                       num_channels=info.num_channels)
+        model.load_state_dict(weights)
+    elif cfg.pretrained:
         init_from_timm(model, cfg.pretrained)
     model.to(device)
     ddp_model = dist.wrap(model, device)
 
-    world, rank = dist.world_size(), dist.rank()
-    if cfg.batch_size % world:
-        raise ConfigError(f"TrainConfig.batch_size {cfg.batch_size} is not divisible by the {world} processes")
     per_rank_batch = cfg.batch_size // world
-    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
-    loader = DataLoader(train_set, batch_size=per_rank_batch, sampler=sampler, num_workers=cfg.num_workers,
-                        drop_last=True, pin_memory=device.type == "cuda")
-    val_sampler = DistributedSampler(val_set, num_replicas=world, rank=rank, shuffle=False)
-    val_loader = DataLoader(val_set, batch_size=per_rank_batch, sampler=val_sampler, num_workers=cfg.num_workers)
-    if len(loader) == 0:
+    if len(train_set) < cfg.batch_size:
         raise ConfigError(f"TrainConfig.batch_size {cfg.batch_size} exceeds the {len(train_set)} training images")
+    train_data = SeededAugmentation(train_set, seed=cfg.seed)
+    sampler = DistributedSampler(train_data, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    loader = DataLoader(train_data, batch_size=per_rank_batch, sampler=sampler, num_workers=cfg.num_workers,
+                        drop_last=True, pin_memory=device.type == "cuda")
+    val_loader = DataLoader(val_set, batch_size=per_rank_batch, sampler=dist.shard_indices(len(val_set)),
+                            num_workers=cfg.num_workers)
 
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, len(loader))
@@ -201,33 +318,36 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
     gate_generator = torch.Generator().manual_seed(cfg.seed + 1)
     gate_shape = (model_config.depth, model_config.num_heads)
     start_epoch = 0
-    log_path = out_dir / "log.jsonl"
-    if resume and (last := latest_checkpoint(out_dir)) is not None:
-        state = load_training_state(last)
-        model.load_state_dict({k: v.to(device) for k, v in state["model"].items()})
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"], gate_generator)
-        start_epoch = state["epoch"]
-        if dist.is_main() and log_path.exists():  # drop log lines of epochs after the checkpoint
-            kept = [line for line in log_path.read_text().splitlines()
-                    if line and json.loads(line)["epoch"] <= start_epoch]
-            with atomic_write(log_path) as tmp:
-                tmp.write_text("".join(line + "\n" for line in kept))
-    elif dist.is_main():
-        log_path.unlink(missing_ok=True)
-    if dist.is_main():
-        cfg.to_json(out_dir / "config.json")
-
     record: dict[str, Any] = {}
+    log_path = out_dir / "log.jsonl"
+    if checkpoint is not None:
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            _set_rng_state(state["rng"], gate_generator, device)
+            start_epoch, record = int(state["epoch"]), dict(state["record"])
+        except (KeyError, ValueError, TypeError, RuntimeError) as err:
+            raise CheckpointError(f"{checkpoint}: training state does not fit this run ({err})") from err
+        if dist.is_main():
+            _note(f"resuming {out_dir} after epoch {start_epoch} ({checkpoint})")
+            if log_path.exists():  # drop log lines of epochs after the checkpoint
+                kept = [line for line in log_path.read_text().splitlines()
+                        if line.strip() and json.loads(line)["epoch"] <= start_epoch]
+                with atomic_write(log_path) as tmp:
+                    tmp.write_text("".join(line + "\n" for line in kept))
+    elif resume and dist.is_main():
+        _note(f"no checkpoint in {out_dir / 'checkpoints'}; starting fresh")
+    fresh = checkpoint is None
+
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         sampler.set_epoch(epoch)
+        train_data.set_epoch(epoch)
         started = time.perf_counter()
-        sums = torch.zeros(3, device=device)  # loss, classification loss, l0 (sums over steps)
+        sums = torch.zeros(3, device=device, dtype=torch.float64)  # loss, classification loss, l0 over steps
         progress = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                         disable=not (show_progress and dist.is_main()), mininterval=2.0)
-        for batch in progress:
+        for step, batch in enumerate(progress):
             images, labels = batch["image"].to(device, non_blocking=True), batch["labels"].to(device, non_blocking=True)
             mask_uniforms = dist.per_sample_uniforms(batch["index"], labels.shape[1], cfg.seed, epoch).to(device)
             gate_noise = torch.rand(gate_shape, generator=gate_generator).to(device)
@@ -236,16 +356,16 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
             cls_loss = model.loss(output, labels)
             l0 = l0_penalty(model)
             loss = cls_loss + cfg.l0_weight * l0
-            if not torch.isfinite(loss):
-                raise TrainingError(f"{out_dir}: non-finite loss {float(loss)} at epoch {epoch + 1}; "
-                                    f"the last good checkpoint is kept in {out_dir / 'checkpoints'}")
+            _check_finite(loss, what="loss", out_dir=out_dir, epoch=epoch, step=step, cfg=cfg)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                # After DDP's all-reduce every rank holds the same gradients, hence the same norm.
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                _check_finite(grad_norm, what="gradient norm", out_dir=out_dir, epoch=epoch, step=step, cfg=cfg)
             optimizer.step()
             scheduler.step()
-            sums += torch.stack([loss.detach(), cls_loss.detach(), l0.detach()]).float()
+            sums += torch.stack([loss.detach(), cls_loss.detach(), l0.detach()]).double()
         sums = dist.all_reduce_sum(sums) / (len(loader) * world)
         record = {
             "epoch": epoch + 1,
@@ -255,35 +375,47 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
             "lr": scheduler.get_last_lr()[0],
             **evaluate_classifier(model, val_loader, device, amp_dtype),
             "sparsity": sparsity_rate(model),
-            "epoch_seconds": time.perf_counter() - started,
         }
         if dist.is_main():
-            append_jsonl(log_path, record)
+            if fresh:
+                _replace_previous_outputs(out_dir)
+                cfg.to_json(out_dir / "config.json")
+                fresh = False
+            append_jsonl(log_path, {**record, "epoch_seconds": round(time.perf_counter() - started, 3)})
             save_checkpoint(out_dir / "checkpoints" / f"epoch_{epoch + 1:04d}", model, train_config=cfg.to_dict(),
-                            training_state={"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                            "scheduler": scheduler.state_dict(), "epoch": epoch + 1,
-                                            "rng": _rng_state(gate_generator)})
+                            training_state={"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                            "epoch": epoch + 1, "record": record,
+                                            "rng": _rng_state(gate_generator, device)})
             _prune_checkpoints(out_dir, cfg.keep_checkpoints)
+            if show_progress:
+                _note(f"epoch {epoch + 1}/{cfg.epochs}  loss {record['train_loss']:.4f}  val_loss {record['val_loss']:.4f}"
+                      f"  val_acc {record['val_classifier_acc']:.3f}  sparsity {record['sparsity']:.2f}"
+                      f"  ({time.perf_counter() - started:.1f} s)")
         dist.barrier()
 
-    metrics = read_json(out_dir / "metrics.json") if not record and (out_dir / "metrics.json").exists() else {
-        **{k: v for k, v in record.items() if k != "epoch_seconds"}, "epochs": cfg.epochs,
-        "num_heads_total": model_config.depth * model_config.num_heads, "world_size": world,
-    }
+    metrics = {**record, "epochs": cfg.epochs, "num_heads_total": model_config.depth * model_config.num_heads,
+               "world_size": world}
     if dist.is_main():
         save_checkpoint(out_dir / "model", model, train_config=cfg.to_dict())
-        write_json(out_dir / "metrics.json", metrics)
+        write_json(out_dir / "metrics.json", metrics)  # last: its presence means the run completed
     dist.barrier()
     return metrics
 
 
+def _note(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def _prune_checkpoints(out_dir: Path, keep: int) -> None:
-    epochs = sorted((out_dir / "checkpoints").glob("epoch_*"))
-    for old in epochs[:-keep] if keep > 0 else []:
+    for old in epoch_checkpoints(out_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
 
 
 def config_from_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, bool]:
+    """(config, resume) from the command line: defaults < --preset < --config file < --key value.
+
+    A bad value raises ConfigError naming the field and where it came from (the file or the flag).
+    """
     parser = argparse.ArgumentParser(prog="python -m kyam_lib.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="JSON file of TrainConfig fields")
@@ -291,33 +423,66 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, bo
     parser.add_argument("--out", help="output directory (TrainConfig.out_dir)")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     args, rest = parser.parse_known_args(argv)
-    values: dict[str, Any] = {}
+    sources: list[tuple[str, dict[str, Any]]] = []  # (where, values), later ones win
     if args.preset:
-        values.update(preset_overrides(args.preset))
+        try:
+            sources.append((f"--preset {args.preset}", preset_overrides(args.preset)))
+        except ValueError as err:
+            raise ConfigError(f"--preset: {err}") from None
     if args.config:
-        loaded = read_json(args.config)
+        try:
+            loaded = read_json(args.config)
+        except (FileNotFoundError, ValueError) as err:  # the message names the file
+            raise ConfigError(str(err)) from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{args.config}: expected a JSON object of TrainConfig fields")
-        TrainConfig.from_dict({**TrainConfig().to_dict(), **loaded}, source=args.config)  # names the file on error
-        values.update(loaded)
-    values.update(parse_overrides(rest))
+        sources.append((str(args.config), loaded))
+    sources.append(("command line", parse_overrides(rest)))
     if args.out:
-        values["out_dir"] = args.out
-    return TrainConfig.from_dict({**TrainConfig().to_dict(), **values}), args.resume
+        sources.append(("--out", {"out_dir": args.out}))
+    values: dict[str, Any] = {}
+    for where, given in sources:
+        unknown = sorted(set(given) - set(TrainConfig.field_names()))
+        if unknown and where == "command line":
+            raise ConfigError(f"unknown option(s) {' '.join('--' + name for name in unknown)}; "
+                              f"options are the TrainConfig fields: {TrainConfig.field_names()}")
+        if unknown:
+            raise ConfigError(f"{where}: unknown TrainConfig field(s) {unknown}; known fields: {TrainConfig.field_names()}")
+        values.update(given)
+    try:
+        return TrainConfig.from_dict({**TrainConfig().to_dict(), **values}), args.resume
+    except ConfigError as err:
+        field = re.match(r"TrainConfig\.(\w+)", str(err))
+        origins = [where for where, given in sources if field and field.group(1) in given]
+        if not origins:
+            raise
+        where = f"--{field.group(1)}" if origins[-1] == "command line" else origins[-1]
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """CLI: exit status 0 on success, 2 for a bad command line or config, 1 for bad data/checkpoint/training."""
     try:
         cfg, resume = config_from_args(argv)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    metrics = train(cfg, resume=resume)
-    if dist.is_main():
+    status, metrics, main_process = 0, None, True
+    try:
+        metrics = train(cfg, resume=resume)
+        main_process = dist.is_main()
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        status = 2
+    except (DatasetError, CheckpointError, TrainingError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        status = 1
+    finally:
+        dist.cleanup()
+    if metrics is not None and main_process:
         print(f"done: {cfg.out_dir}/metrics.json  classifier acc {metrics['val_classifier_acc']:.3f}  "
               f"sparsity {metrics['sparsity']:.2f}")
-    dist.cleanup()
-    return 0
+    return status
 
 
 if __name__ == "__main__":

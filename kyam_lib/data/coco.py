@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -118,7 +119,9 @@ class COCODataset(KyamDataset):
 
     def _decode(self, ann: dict) -> np.ndarray:
         try:
-            return self._coco.annToMask(ann).astype(bool)
+            with warnings.catch_warnings():  # pycocotools' numpy-2 copy= deprecation, not ours
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return self._coco.annToMask(ann).astype(bool)
         except Exception as err:  # pycocotools raises assorted types on bad segmentations
             raise DatasetError(f"{self._json_path}: annotation {ann['id']} has an unreadable segmentation "
                                f"({type(err).__name__}: {err})") from err

@@ -32,6 +32,8 @@ from scipy import ndimage, special
 from .palette import palette
 
 __all__ = [
+    "GENERATOR_VERSIONS",
+    "generator_version",
     "SHAPE_NAMES",
     "TEXTURE_NAMES",
     "shape_classes",
@@ -48,6 +50,8 @@ __all__ = [
 SHAPE_NAMES = ("disk", "square", "triangle", "cross", "ring")
 TEXTURE_NAMES = ("striped", "checkered", "dotted", "plain", "ringed")
 _SPLIT_CODES = {"train": 1, "val": 2}
+# Bumped whenever a generator's output changes, so that `ensure_dataset` replaces old sets.
+GENERATOR_VERSIONS = {"shapes": 1, "regions": 1}
 
 
 # ------------------------------------------------------------------------------------------
@@ -82,7 +86,7 @@ def _shape(kind: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     if kind == "square":
         return np.maximum(np.abs(u), np.abs(v)) <= 0.85
     if kind == "triangle":
-        u, v = u / 1.2, v / 1.2 - 0.1
+        u, v = u / 1.45, v / 1.45  # circumradius 1.45: about the area of the others
         return (v >= -0.5) & (np.sqrt(3) * u + v <= 1.0) & (-np.sqrt(3) * u + v <= 1.0)
     if kind == "cross":
         au, av = np.abs(u), np.abs(v)
@@ -148,63 +152,69 @@ def _background(rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndar
         x1, y1 = x0 + length * np.cos(angle), y0 + length * np.sin(angle)
         t = np.clip(((xx - x0) * (x1 - x0) + (yy - y0) * (y1 - y0)) / (length * length), 0, 1)
         dist = np.hypot(xx - (x0 + t * (x1 - x0)), yy - (y0 + t * (y1 - y0)))
-        image = np.where((dist <= rng.uniform(0.6, 1.4) * scale)[..., None], _random_colour(rng), image)
+        image[dist <= rng.uniform(0.6, 1.4) * scale] = _random_colour(rng)
     for _ in range(rng.integers(2, 7)):  # blobs
         cx, cy = rng.uniform(0, size, 2)
         radius = rng.uniform(1.0, 3.5) * scale
-        blob = (xx - cx) ** 2 + (yy - cy) ** 2 <= radius * radius
-        image = np.where(blob[..., None], _random_colour(rng), image)
+        image[(xx - cx) ** 2 + (yy - cy) ** 2 <= radius * radius] = _random_colour(rng)
     return image
 
 
 def draw_shapes_image(rng: np.random.Generator, *, image_size: int, classes: list[tuple[str, str]],
-                      distractors: list[tuple[str, str]], max_tries: int = 50) -> tuple[np.ndarray, np.ndarray]:
+                      distractors: list[tuple[str, str]], max_tries: int = 200) -> tuple[np.ndarray, np.ndarray]:
     """One image: (H, W, 3) uint8 and its mask (H, W) uint8 (0 background, k+1 class k, 255 void).
 
     1-3 classes (1-2 instances each) and 0-3 distractors, each with a random size, rotation,
     aspect, colour and texture phase, are painted in random order, so they occlude each other;
-    a layout is redrawn until every class instance keeps >= 40 % of its area visible. The
-    void band is 2 px wide and follows every class-instance boundary, as in VOC.
+    the placement is redrawn until every class instance keeps >= 40 % of its area and >= 12
+    non-void pixels visible. The void band is 2 px wide and follows every class-instance
+    boundary, as in VOC.
     """
     size = image_size
     scale = size / 64
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
+    background = _background(rng, size, yy, xx)
+    chosen = rng.choice(len(classes), size=rng.integers(1, 4), replace=False)
+    objects = [(int(c), classes[c]) for c in chosen for _ in range(1 + int(rng.uniform() < 0.25))]
+    num_distractors = rng.choice(4, p=[0.1, 0.35, 0.35, 0.2])
+    objects += [(-1, distractors[d]) for d in rng.integers(0, len(distractors), num_distractors)]
+    class_of = np.array([c for c, _ in objects] + [-1])  # owner -1 indexes the trailing -1
+    is_class = class_of[:-1] >= 0
     for _ in range(max_tries):
-        image = _background(rng, size, yy, xx)
-        chosen = rng.choice(len(classes), size=rng.integers(1, 4), replace=False)
-        objects = [(int(c), classes[c]) for c in chosen for _ in range(1 + int(rng.uniform() < 0.25))]
-        num_distractors = rng.choice(4, p=[0.1, 0.35, 0.35, 0.2])
-        objects += [(-1, distractors[d]) for d in rng.integers(0, len(distractors), num_distractors)]
+        # Place silhouettes first (cheap); paint only an accepted layout.
         order = rng.permutation(len(objects))
         owner = np.full((size, size), -1, dtype=np.int64)
-        areas = []
-        for rank, obj in enumerate(order):
-            _, (shape, texture) = objects[obj]
-            radius = rng.uniform(0.09, 0.30) * size
+        area = np.zeros(len(objects), dtype=np.int64)
+        placed = []
+        for obj in order:
+            radius = rng.uniform(0.10, 0.32) * size
             cx, cy = rng.uniform(0.1 * size, 0.9 * size, 2)
             angle, aspect = rng.uniform(0, 2 * np.pi), np.exp(rng.uniform(-0.2, 0.2))
             dx, dy = xx - cx, yy - cy
             u = (dx * np.cos(angle) + dy * np.sin(angle)) / (radius * aspect)
             v = (-dx * np.sin(angle) + dy * np.cos(angle)) / (radius / aspect)
-            silhouette = _shape(shape, u, v)
-            areas.append(int(silhouette.sum()))
-            colour = _random_colour(rng)
-            pattern = _texture(texture, rng, dx, dy, scale)[..., None]
-            fill = colour + (_contrast_colour(rng, colour) - colour) * pattern
-            shading = 1.0 + rng.uniform(-0.15, 0.15) * (dx * np.cos(angle) + dy * np.sin(angle)) / radius
-            image = np.where(silhouette[..., None], fill * shading[..., None], image)
+            silhouette = _shape(objects[obj][1][0], u, v)
+            area[obj] = silhouette.sum()
             owner[silhouette] = obj
+            placed.append((obj, silhouette, dx, dy, angle, radius))
+        pixel_class = class_of[owner]
+        instance = np.where(pixel_class >= 0, owner + 1, 0)
+        border = ndimage.maximum_filter(instance, size=3) != ndimage.minimum_filter(instance, size=3)
         visible = np.bincount(owner[owner >= 0], minlength=len(objects))
-        area = np.zeros(len(objects), dtype=np.int64)
-        area[order] = areas
-        is_class = np.array([c >= 0 for c, _ in objects])
-        if np.all(visible[is_class] >= np.maximum(0.4 * area[is_class], 12)):
+        inner = np.bincount(owner[(owner >= 0) & ~border], minlength=len(objects))
+        if np.all(visible[is_class] >= 0.4 * area[is_class]) and np.all(inner[is_class] >= 12):
             break
-    class_of = np.array([c for c, _ in objects] + [-1])  # owner -1 indexes the trailing -1
-    pixel_class = class_of[owner]
+    else:
+        raise RuntimeError(f"no valid layout in {max_tries} tries (image_size={image_size} too small?)")
+    image = background
+    for obj, silhouette, dx, dy, angle, radius in placed:
+        dx, dy = dx[silhouette], dy[silhouette]  # only the object's pixels
+        colour = _random_colour(rng)
+        pattern = _texture(objects[obj][1][1], rng, dx, dy, scale)[:, None]
+        fill = colour + (_contrast_colour(rng, colour) - colour) * pattern
+        shading = 1.0 + rng.uniform(-0.15, 0.15) * (dx * np.cos(angle) + dy * np.sin(angle)) / radius
+        image[silhouette] = fill * shading[:, None]
     mask = np.where(pixel_class >= 0, pixel_class + 1, 0)
-    instance = np.where(pixel_class >= 0, owner + 1, 0)
-    border = ndimage.maximum_filter(instance, size=3) != ndimage.minimum_filter(instance, size=3)
     mask[border] = 255
     image = image + rng.normal(0.0, 0.025, image.shape)
     return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8), mask.astype(np.uint8)
@@ -271,6 +281,7 @@ def generate_shapes(root: str | os.PathLike, *, seed: int = 0, num_train: int = 
         lines += [f"{name}:{','.join(str(int(c)) for c in colours[k + 1])}::" for k, name in enumerate(class_names)]
         (tmp / "labelmap.txt").write_text("\n".join(lines) + "\n")
         (tmp / "README.txt").write_text(_SHAPES_README.format(
+            version=GENERATOR_VERSIONS["shapes"],
             seed=seed, num_train=num_train, num_val=num_val, image_size=image_size, num_classes=num_classes,
             classes="\n".join(f"  {k + 1}: {n}" for k, n in enumerate(class_names)),
             distractors=", ".join(f"{t}_{s}" for s, t in distractors),
@@ -285,6 +296,7 @@ def generate_shapes(root: str | os.PathLike, *, seed: int = 0, num_train: int = 
 
 _SHAPES_README = """\
 SYNTHETIC DATA — the kyam "shapes" set. These are not photographs; they are generated by
+generator version {version}:
 kyam_lib.data.synthetic.generate_shapes(seed={seed}, num_train={num_train}, num_val={num_val},
 image_size={image_size}, num_classes={num_classes}).
 
@@ -473,6 +485,7 @@ def generate_regions(root: str | os.PathLike, *, seed: int = 0, num_train: int =
             with open(tmp / f"{release}_observations.csv", "w", newline="") as handle:
                 csv.writer(handle, lineterminator="\n").writerows(rows)
         (tmp / "README.txt").write_text(_REGIONS_README.format(
+            version=GENERATOR_VERSIONS["regions"],
             seed=seed, num_train=num_train, num_val=num_val, image_size=image_size,
             classes="\n".join(f"  {k}: {n} (DFC code {c})" for k, (n, c) in
                               enumerate(zip(REGION_CLASS_NAMES, _REGION_DFC_CODES)))))
@@ -486,6 +499,7 @@ def generate_regions(root: str | os.PathLike, *, seed: int = 0, num_train: int =
 
 _REGIONS_README = """\
 SYNTHETIC DATA — the kyam "regions" set. These are not satellite images; they are generated by
+generator version {version}:
 kyam_lib.data.synthetic.generate_regions(seed={seed}, num_train={num_train}, num_val={num_val},
 image_size={image_size}).
 
@@ -502,6 +516,20 @@ and code 0 strips become 255 = ignore under the DFC2020 protocol.
 Classes (the loader's index: name, DFC code):
 {classes}
 """
+
+
+def generator_version(root: str | os.PathLike) -> int | None:
+    """The generator version recorded in a generated set's README.txt (None if absent)."""
+    readme = Path(root) / "README.txt"
+    if not readme.is_file():
+        return None
+    for line in readme.read_text(errors="replace").splitlines()[:3]:
+        if line.startswith("generator version "):
+            try:
+                return int(line.removeprefix("generator version ").rstrip(":"))
+            except ValueError:
+                return None
+    return None
 
 
 def _log(message: str) -> None:
