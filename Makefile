@@ -32,7 +32,7 @@ reproduce: venv
 	$(PY) -m kyam_lib.reproduce --preset $(PRESET) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(DATA_ROOT),--data-root $(DATA_ROOT))
 
 browse: venv
-	$(VENV)/bin/voila notebooks/08_attention_browser.ipynb --port=8866 --no-browser --Voila.ip=127.0.0.1
+	$(VENV)/bin/voila notebooks/08_attention_browser.ipynb --port=8866 --no-browser --Voila.ip=127.0.0.1 --show_tracebacks=True
 
 bench: venv
 	$(PY) -m kyam_lib.bench

@@ -21,6 +21,7 @@ import dataclasses
 import html
 import io
 import os
+import time
 import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -52,7 +53,6 @@ __all__ = [
     "png_bytes",
     "GateGrid",
     "BrowserApp",
-    "smoke_run",
     "build_browser",
 ]
 
@@ -65,8 +65,9 @@ class CachedImage:
     """One image's forward pass and display data, computed once.
 
     image (H, W, 3) float in [0, 1] (the model input, denormalised); mask (H, W) int64 in the
-    dataset's coding; labels (C,) bool ground-truth image labels; probs (C,); head_gates (L, H);
-    class_attention (L, H, C, P) or None for the "cam" classifier, whose patch_logits (C, P) are kept.
+    dataset's coding; labels (C,) bool ground-truth image labels; logits and probs (C,);
+    head_gates (L, H); class_attention (L, H, C, P), or None for the "cam" classifier, whose
+    patch_logits (C, P) are kept instead.
     """
 
     index: int
@@ -74,6 +75,7 @@ class CachedImage:
     image: np.ndarray
     mask: np.ndarray
     labels: np.ndarray
+    logits: Tensor
     probs: Tensor
     head_gates: Tensor
     class_attention: Tensor | None
@@ -83,7 +85,7 @@ class CachedImage:
     def output(self) -> KyamOutput:
         """The cached forward as a batch of one, for the library's aggregation functions."""
         return KyamOutput(
-            logits=self.probs[None],  # unused by the aggregation; probabilities keep the shape
+            logits=self.logits[None],
             head_gates=self.head_gates,
             class_attention=None if self.class_attention is None else self.class_attention[None],
             patch_logits=None if self.patch_logits is None else self.patch_logits[None],
@@ -219,6 +221,7 @@ class AttentionBrowser:
             raise ValueError("dataset: the split has no images")
         self.model = model.eval()
         self.dataset = dataset
+        self.dataset_name: str = getattr(info, "name", type(info).__name__)
         self.class_names: list[str] = list(info.class_names)
         self.has_background: bool = bool(info.has_background)
         self.mean = getattr(info, "mean", None)
@@ -320,14 +323,15 @@ class AttentionBrowser:
         device = next(self.model.parameters()).device
         with torch.no_grad():
             output = self.model(item["image"][None].to(device), return_attention=self.uses_attention)
-        probs = _probabilities(self.model, output.logits)[0].cpu()
+        logits = output.logits[0].float().cpu()
         entry = CachedImage(
             index=index,
             image_id=str(item.get("id", index)),
             image=denormalize(item["image"], mean=self.mean, std=self.std),
             mask=item["mask"].cpu().numpy().astype(np.int64),
             labels=item["labels"].cpu().numpy() > 0.5,
-            probs=probs,
+            logits=logits,
+            probs=_probabilities(self.model, logits),
             head_gates=output.head_gates.float().cpu(),
             class_attention=None if output.class_attention is None else output.class_attention[0].float().cpu(),
             patch_logits=None if output.patch_logits is None else output.patch_logits[0].float().cpu(),
@@ -528,7 +532,7 @@ class BrowserApp:
     status line (class ``kyam-error``) instead of vanishing in the kernel log.
     """
 
-    def __init__(self, run_dir: str | os.PathLike, *, split: str = "val", runs_root: str | os.PathLike | None = None,
+    def __init__(self, run_dir: str | os.PathLike, *, split: str = "val", runs_dir: str | os.PathLike | None = None,
                  data_root: str | os.PathLike | None = None, display_size: int = 256) -> None:
         import ipywidgets as widgets
 
@@ -540,7 +544,7 @@ class BrowserApp:
         self._busy = False
         self._shown: int | None = None  # index whose image and ground truth are on screen
         checkpoint = resolve_checkpoint(run_dir).resolve()
-        root = resolve_path(runs_root).resolve() if runs_root is not None else _run_dir_of(checkpoint).parent
+        root = resolve_path(runs_dir).resolve() if runs_dir is not None else _run_dir_of(checkpoint).parent
         options = [(self._label(path, root), str(path)) for path in find_checkpoints(root)]
         if str(checkpoint) not in [value for _, value in options]:
             options.insert(0, (self._label(checkpoint, root), str(checkpoint)))
@@ -680,7 +684,8 @@ class BrowserApp:
         gates = browser.head_gates(self.index.value)
         pruned = int((gates <= 0).sum()) if config.use_head_gates else 0
         self.title.value = (f"<h3 style='margin:4px 0'>Attention maps · {html.escape(self.run.label)}</h3>"
-                            f"<small>{html.escape(browser.name)} · split {html.escape(browser.split)} "
+                            f"<small title='{html.escape(browser.name)}'>dataset {html.escape(browser.dataset_name)} · "
+                            f"split {html.escape(browser.split)} "
                             f"({len(browser)} images) · {L} blocks × {H} heads, {pruned} pruned · "
                             f"classifier {config.classifier}</small>")
         self._image_changed()
@@ -728,8 +733,6 @@ class BrowserApp:
         return self.browser
 
     def _render(self) -> None:
-        import time
-
         browser = self._require()
         started = time.perf_counter()
         index, weighting = self.index.value, self.head_weighting()
@@ -754,32 +757,20 @@ class BrowserApp:
                              f"rendered in {1000 * self.last_render_seconds:.0f} ms{note}</small>")
 
 
-def smoke_run(runs_root: str | os.PathLike = "runs") -> Path:
-    """A tiny run trained with the "smoke" preset in ``runs_root/smoke/browser`` (seconds on CPU), reused once made."""
-    from .config import TrainConfig
-    from .presets import preset_overrides
-    from .train import train
-
-    out_dir = resolve_path(runs_root) / "smoke" / "browser"
-    if not (out_dir / "model" / "model.safetensors").is_file():
-        train(TrainConfig.from_dict({**TrainConfig().to_dict(), **preset_overrides("smoke"), "out_dir": str(out_dir)}),
-              show_progress=False)
-    return out_dir
-
-
-def build_browser(run_dir: str | os.PathLike, split: str = "val", *, runs_root: str | os.PathLike | None = None,
+def build_browser(run_dir: str | os.PathLike, split: str = "val", *, runs_dir: str | os.PathLike | None = None,
                   data_root: str | os.PathLike | None = None, display_size: int = 256, smoke: bool = False):
     """The attention-map browser for a run, as one ipywidgets widget.
 
-    `runs_root` (default: the folder holding the run) is searched for other checkpoints to pick
+    `runs_dir` (default: the folder holding the run) is searched for other checkpoints to pick
     from; `data_root` overrides where the images are read (default: the run's, else
-    ``$KYAM_DATA_ROOT``). `smoke=True` browses `smoke_run(runs_root)` when `run_dir` holds no
-    checkpoint, so the notebook runs on a fresh clone.
+    ``$KYAM_DATA_ROOT``). `smoke=True` opens the "smoke" preset's run of ours on the shapes data
+    under `runs_dir` instead of `run_dir` — the run the other notebooks share, trained in
+    seconds when it is missing — so the notebook runs on a fresh clone.
     """
     if smoke:
-        try:
-            resolve_checkpoint(run_dir)
-        except FileNotFoundError:
-            run_dir = smoke_run(runs_root if runs_root is not None else "runs")
-    return BrowserApp(run_dir, split=split, runs_root=runs_root, data_root=data_root or None,
+        from .experiments import run_variant
+
+        run_dir = run_variant("smoke", "full", dataset="shapes", data_root=str(data_root or ""),
+                              runs_dir=resolve_path(runs_dir if runs_dir is not None else "runs"))
+    return BrowserApp(run_dir, split=split, runs_dir=runs_dir, data_root=data_root or None,
                       display_size=display_size).widget

@@ -227,7 +227,8 @@ def remove_stale_temporaries(run_dir: str | os.PathLike) -> list[Path]:
     return removed
 
 
-def check_compatible(model_config: ModelConfig, *, num_classes: int, num_channels: int, source: str = "checkpoint") -> None:
+def check_compatible(model_config: ModelConfig, *, num_classes: int, num_channels: int,
+                     source: str = "checkpoint") -> None:
     """Raise CheckpointError when a model and a dataset disagree in class or channel count."""
     if model_config.num_classes != num_classes:
         raise CheckpointError(f"{source}: model has {model_config.num_classes} classes, the data has {num_classes}")

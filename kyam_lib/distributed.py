@@ -68,7 +68,9 @@ def wrap(model: nn.Module, device: torch.device) -> nn.Module:
     """DistributedDataParallel when there are several processes, else the model itself."""
     if world_size() == 1:
         return model
-    device_ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
+    if device.type != "cuda":
+        return nn.parallel.DistributedDataParallel(model)
+    device_ids = [device.index if device.index is not None else torch.cuda.current_device()]
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 

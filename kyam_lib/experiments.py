@@ -25,9 +25,12 @@ from .io import read_json
 from .presets import preset_overrides
 
 __all__ = [
-    "VARIANTS", "BASELINES", "LAMBDAS", "MASK_RATES", "LAMBDA_LABELS", "MASK_RATE_LABELS", "EVAL_MAX_IMAGES", "RunSpec", "variant_overrides",
+    "VARIANTS", "BASELINES", "ABLATIONS", "LAMBDAS", "MASK_RATES", "LAMBDA_LABELS", "MASK_RATE_LABELS", "EVAL_MAX_IMAGES", "RunSpec", "variant_overrides",
     "eval_blocks_for", "lambda_run", "mask_rate_run", "experiment_config", "run_variant", "evaluate_variant",
-    "result_row", "run_table",
+    "result_row", "run_table", "training_log", "eval_frames", "load_run_model", "head_gate_maps", "sample_ids",
+    "qualitative_samples", "class_maps_of", "SEG_EPOCHS", "segmentation_config", "run_segmentation",
+    "SYNTHETIC_DATASETS", "Session", "session", "lambda_runs", "mask_rate_runs", "given", "gate_maps_for",
+    "training_summary", "data_overview",
 ]
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -45,6 +48,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
                   "l0_weight": 0.0, "mask_rate": 0.0},
 }
 BASELINES: tuple[str, ...] = ("cam", "mctformer")  # other methods: head sparsity does not apply
+ABLATIONS: tuple[str, ...] = ("full", "no_masking", "no_reg", "no_pruning")
 
 LAMBDAS: tuple[float, ...] = (0.0, 0.001, 0.01, 0.1)
 MASK_RATES: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -89,6 +93,22 @@ def lambda_run(l0_weight: float) -> RunSpec:
 def mask_rate_run(mask_rate: float) -> RunSpec:
     """The run of the masking-ratio sweep (0 is "no_masking", 0.5 is "full")."""
     return RunSpec(MASK_RATE_LABELS.get(mask_rate, f"{mask_rate:g}"), "full", {"mask_rate": float(mask_rate)})
+
+
+def lambda_runs() -> list[RunSpec]:
+    return [lambda_run(value) for value in LAMBDAS]
+
+
+def mask_rate_runs() -> list[RunSpec]:
+    return [mask_rate_run(value) for value in MASK_RATES]
+
+
+def given(**fields: Any) -> dict[str, Any]:
+    """The fields that are not None: a notebook's TrainConfig parameters left at None keep the preset's value."""
+    unknown = sorted(set(fields) - set(TrainConfig.field_names()))
+    if unknown:
+        raise ValueError(f"unknown TrainConfig field(s) {unknown}")
+    return {name: value for name, value in fields.items() if value is not None}
 
 
 def _config_values(preset: str, variant: str, *, seed: int, dataset: str, data_root: str,
@@ -220,3 +240,325 @@ def run_table(preset: str, runs: Sequence[RunSpec | str], *, seeds: Sequence[int
             summary = evaluate_variant(run_dir, spec.variant, preset=preset, max_images=eval_max_images)
             rows.append(result_row(run_dir, spec.variant, summary, label=spec.label))
     return pd.DataFrame(rows)
+
+
+# ---- what the notebooks read back from runs ----------------------------------------------------
+def training_log(run_dirs: Sequence[str | Path]) -> pd.DataFrame:
+    """The log.jsonl of each run (one row per epoch), with its seed."""
+    frames = []
+    for run_dir in run_dirs:
+        run_dir = Path(run_dir)
+        log = pd.read_json(run_dir / "log.jsonl", lines=True)
+        log["seed"] = TrainConfig.from_json(run_dir / "config.json").seed
+        frames.append(log)
+    return pd.concat(frames, ignore_index=True)
+
+
+def eval_frames(rows: pd.DataFrame, name: str) -> pd.DataFrame:
+    """<run>/eval/<name>.csv of every row of a `run_table`, with its label and seed; empty if none exist."""
+    frames = []
+    for row in rows.itertuples(index=False):
+        path = Path(row.run_dir) / "eval" / f"{name}.csv"
+        if path.is_file():
+            frame = pd.read_csv(path)
+            frame.insert(0, "seed", row.seed)
+            frame.insert(0, "method", row.label)
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def load_run_model(run_dir: str | Path):
+    """(model in eval mode on the CPU, its TrainConfig) of a trained run."""
+    from .checkpoint import load_checkpoint
+
+    run_dir = Path(run_dir)
+    return load_checkpoint(run_dir / "model").model.eval(), TrainConfig.from_json(run_dir / "config.json")
+
+
+def head_gate_maps(run_dir: str | Path) -> tuple[Any, Any]:
+    """(evaluation gates, P(open)) of a run, both (blocks, heads) numpy arrays; all ones without gates."""
+    import torch
+
+    model, _ = load_run_model(run_dir)
+    with torch.no_grad():
+        gates = model.head_gates().float().numpy()
+        probabilities = model.gate_open_probabilities().float()
+    shape = gates.shape
+    open_probability = probabilities.reshape(shape).numpy() if probabilities.numel() == gates.size else gates
+    return gates, open_probability
+
+
+def _dataset_of(cfg: TrainConfig, split: str):
+    from .data import build_dataset, ensure_dataset
+
+    return build_dataset(cfg.dataset, ensure_dataset(cfg.dataset, cfg.data_root), split,
+                         image_size=cfg.image_size, augment=False)
+
+
+def sample_ids(run_dir: str | Path, *, split: str = "val", n: int = 4) -> list[str]:
+    """The first `n` image ids of `split` that the run's evaluation wrote pseudo-masks for."""
+    masks = sorted((Path(run_dir) / "eval" / "pseudo_masks" / split).glob("*.png"))
+    if not masks:
+        raise FileNotFoundError(f"{run_dir}/eval/pseudo_masks/{split}: no pseudo-masks; evaluate the run first")
+    return [path.stem for path in masks[:n]]
+
+
+def qualitative_samples(run_dirs: dict[str, str | Path], ids: Sequence[str], *, split: str = "val") -> dict[str, Any]:
+    """Images, ground truth and each run's saved pseudo-mask for `ids` (all at the image's own size)."""
+    import numpy as np
+    from PIL import Image
+
+    from .pseudo_masks import load_mask_png
+
+    first = next(iter(run_dirs.values()))
+    cfg = TrainConfig.from_json(Path(first) / "config.json")
+    dataset = _dataset_of(cfg, split)
+    index_of = {image_id: i for i, image_id in enumerate(dataset.ids)}
+    images, truth, masks = [], [], {label: [] for label in run_dirs}
+    for image_id in ids:
+        image, mask = dataset.read_raw(index_of[image_id])
+        images.append(image)
+        truth.append(mask)
+        for label, run_dir in run_dirs.items():
+            pseudo = load_mask_png(Path(run_dir) / "eval" / "pseudo_masks" / split / f"{image_id}.png")
+            if pseudo.shape != mask.shape:  # masks are made at the model's input size
+                pseudo = np.asarray(Image.fromarray(pseudo).resize(mask.shape[::-1], Image.Resampling.NEAREST))
+            masks[label].append(pseudo)
+    return {"ids": list(ids), "images": images, "ground_truth": truth, "masks": masks,
+            "has_background": dataset.has_background, "class_names": list(dataset.class_names)}
+
+
+def class_maps_of(run_dir: str | Path, ids: Sequence[str], *, variant: str = "full", split: str = "val") -> dict[str, Any]:
+    """Per-class maps (N, C, H, W) of a run for `ids`, min-max normalised per map, at each image's size."""
+    import numpy as np
+    import torch
+
+    from .evaluate import class_maps_for, parse_blocks
+
+    model, cfg = load_run_model(run_dir)
+    dataset = _dataset_of(cfg, split)
+    index_of = {image_id: i for i, image_id in enumerate(dataset.ids)}
+    blocks = parse_blocks(eval_blocks_for(variant, model.config.depth))
+    images, maps, labels = [], [], []
+    with torch.no_grad():
+        for image_id in ids:
+            item = dataset[index_of[image_id]]
+            raw, _ = dataset.read_raw(index_of[image_id])
+            output = model(item["image"][None], return_attention=model.config.classifier != "cam")
+            class_maps = class_maps_for(model, output, tuple(raw.shape[:2]), blocks=blocks)[0]
+            low = class_maps.flatten(1).min(1).values[:, None, None]
+            high = class_maps.flatten(1).max(1).values[:, None, None]
+            maps.append(((class_maps - low) / (high - low).clamp_min(1e-12)).numpy())
+            images.append(raw)
+            labels.append(item["labels"].numpy())
+    return {"ids": list(ids), "images": images, "class_maps": np.stack(maps), "labels": np.stack(labels),
+            "class_names": list(dataset.class_names)}
+
+
+def gate_maps_for(rows: pd.DataFrame, *, seed: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """({label: gates}, {label: P(open)}) of the rows' runs for one seed (the first by default)."""
+    seed = int(rows["seed"].iloc[0]) if seed is None else seed
+    gates, probabilities = {}, {}
+    for row in rows[rows["seed"] == seed].itertuples(index=False):
+        gates[row.label], probabilities[row.label] = head_gate_maps(row.run_dir)
+    return gates, probabilities
+
+
+def training_summary(run_dirs: Sequence[str | Path]) -> pd.DataFrame:
+    """One row per run: its last epoch's numbers, training time and checkpoint."""
+    rows = []
+    for run_dir in run_dirs:
+        run_dir = Path(run_dir)
+        log = pd.read_json(run_dir / "log.jsonl", lines=True)
+        last = log.iloc[-1]
+        cfg = TrainConfig.from_json(run_dir / "config.json")
+        rows.append({"seed": cfg.seed, "epochs": int(last["epoch"]), "train_loss": float(last["train_loss"]),
+                     "val_loss": float(last["val_loss"]), "classifier_acc": float(last["val_classifier_acc"]),
+                     "sparsity": float(last["sparsity"]), "train_minutes": float(log["epoch_seconds"].sum()) / 60,
+                     "checkpoint": str(run_dir / "model")})
+    return pd.DataFrame(rows)
+
+
+def data_overview(datasets: Sequence[str], *, data_root: str = "", splits: Sequence[str] = ("train", "val"),
+                  max_images: int | None = None) -> dict[str, Any]:
+    """Generate (embedded SYNTHETIC sets) or locate (real data) each dataset and summarise its splits.
+
+    Returns {"summaries": {dataset: {split: dataset_summary}}, "table": one row per (dataset, split),
+    "frequency": one row per (dataset, split, class), "cooccurrence": {dataset: (K, K) train counts},
+    "datasets": {dataset: its train KyamDataset}}.
+    """
+    from .data import build_dataset, default_data_root, ensure_dataset
+    from .data.summary import cooccurrence, dataset_summary
+
+    root = Path(data_root) if data_root else default_data_root()
+    summaries: dict[str, dict[str, Any]] = {}
+    table, frequency, cooccurrences, train_sets = [], [], {}, {}
+    for name in datasets:
+        folder = ensure_dataset(name, root)
+        summaries[name] = {}
+        for split in splits:
+            dataset = build_dataset(name, folder, split)
+            summary = dataset_summary(dataset, max_images=max_images)
+            summaries[name][split] = summary
+            labels_per_image = summary["labels_per_image"]
+            mean_labels = sum(int(k) * v for k, v in labels_per_image.items()) / max(summary["images"], 1)
+            table.append({"dataset": name, "synthetic": name in SYNTHETIC_DATASETS, "split": split,
+                          "images_in_split": summary["images_in_split"], "images_counted": summary["images"],
+                          "classes": summary["num_classes"], "channels": summary["num_channels"],
+                          "background": summary["has_background"], "labels_per_image": mean_labels,
+                          "background_pixels": summary["pixel_fraction"].get("background"),
+                          "ignore_pixels": summary["pixel_fraction"]["ignore"]})
+            for class_name, count in summary["images_per_class"].items():
+                frequency.append({"dataset": name, "split": split, "class": class_name, "images": count,
+                                  "fraction": count / max(summary["images"], 1),
+                                  "pixel_fraction": summary["pixel_fraction"][class_name]})
+            if split == splits[0]:
+                train_sets[name] = dataset
+                cooccurrences[name] = cooccurrence(dataset, max_images=max_images)
+    return {"summaries": summaries, "table": pd.DataFrame(table), "frequency": pd.DataFrame(frequency),
+            "cooccurrence": cooccurrences, "datasets": train_sets}
+
+
+# ---- downstream segmentation -----------------------------------------------------------------
+# Segmentation epochs per preset (the classifier's epochs where a preset is not listed).
+SEG_EPOCHS: dict[str, int] = {"smoke": 2}
+
+
+def segmentation_config(preset: str, supervision: str, *, seed: int = 0, dataset: str = "shapes",
+                        data_root: str = "", runs_dir: str | Path = "runs", **overrides: Any):
+    """The SegConfig of the "pseudo" (pseudo-masks of the cached "full" run) or "full_supervision" model.
+
+    Both models train on the same images — those the full run made pseudo-masks for — with the
+    classifier's model size, image size and optimisation settings.
+    """
+    from .segmentation import GROUND_TRUTH, SegConfig
+
+    if supervision not in ("pseudo", "full_supervision"):
+        raise ValueError(f"supervision {supervision!r}: expected 'pseudo' or 'full_supervision'")
+    run_dir = run_variant(preset, "full", seed=seed, dataset=dataset, data_root=data_root, runs_dir=runs_dir,
+                          **overrides)
+    summary = evaluate_variant(run_dir, "full", preset=preset)
+    cfg = TrainConfig.from_json(run_dir / "config.json")
+    masked_images = summary["splits"][cfg.train_split]["images"]
+    split_size = len(_dataset_of(cfg, cfg.train_split))
+    shared = {name: getattr(cfg, name) for name in (
+        "dataset", "data_root", "train_split", "val_split", "image_size", "max_val_images", "augment",
+        "num_workers", "model_size", "patch_size", "drop_path_rate", "pretrained", "batch_size", "lr",
+        "weight_decay", "warmup_epochs", "min_lr_ratio", "grad_clip", "amp", "device", "seed", "deterministic")}
+    masks = str(run_dir / "eval" / "pseudo_masks" / cfg.train_split) if supervision == "pseudo" else GROUND_TRUTH
+    out_dir = Path(runs_dir) / preset / dataset / f"seg_{supervision}_seed{seed}"
+    return SegConfig(**shared, masks=masks, epochs=SEG_EPOCHS.get(preset, cfg.epochs),
+                     max_train_images=masked_images if masked_images < split_size else 0, out_dir=str(out_dir))
+
+
+def run_segmentation(preset: str, supervision: str, *, seed: int = 0, dataset: str = "shapes", data_root: str = "",
+                     runs_dir: str | Path = "runs", **overrides: Any) -> dict[str, Any]:
+    """Train (or reuse) one segmentation model; returns its metrics.json. Retrains when its pseudo-masks changed."""
+    from .segmentation import GROUND_TRUTH, train_segmentation
+
+    cfg = segmentation_config(preset, supervision, seed=seed, dataset=dataset, data_root=data_root,
+                              runs_dir=runs_dir, **overrides)
+    out_dir = Path(cfg.out_dir)
+    metrics_file = out_dir / "metrics.json"
+    fresh = _same_config(out_dir / "config.json", cfg) and metrics_file.is_file()
+    if fresh and cfg.masks != GROUND_TRUTH:
+        masks_made = Path(cfg.masks).parent.parent / "metrics.json"
+        fresh = masks_made.stat().st_mtime <= metrics_file.stat().st_mtime
+    if fresh:
+        return read_json(metrics_file)
+    print(f"training {out_dir}")
+    return train_segmentation(cfg, show_progress=False)
+
+
+# ---- the notebooks' shared state -------------------------------------------------------------
+SYNTHETIC_DATASETS: tuple[str, ...] = ("shapes", "regions")
+
+
+@dataclasses.dataclass
+class Session:
+    """What every numbered notebook needs: the preset (smoke resolved), seeds, data, and where outputs go.
+
+    Its methods run the cached experiments and write tables, figures and the notebook's metrics.json.
+    """
+
+    notebook: str
+    preset: str
+    seeds: list[int]
+    dataset: str
+    data_root: str
+    results_dir: Path
+    runs_dir: Path
+    smoke: bool = False
+
+    @property
+    def synthetic(self) -> bool:
+        return self.dataset in SYNTHETIC_DATASETS
+
+    def describe(self) -> str:
+        data = (f"{self.dataset} — SYNTHETIC embedded data (generated on first use); numbers are not comparable "
+                f"to the paper's" if self.synthetic else f"{self.dataset} (real data)")
+        return (f"{self.notebook}: preset {self.preset!r}{' (smoke)' if self.smoke else ''}, seeds {self.seeds}\n"
+                f"data: {data}\nruns: {self.runs_dir}\nresults: {self.results_dir}")
+
+    def run_table(self, runs: Sequence[RunSpec | str], *, datasets: Sequence[str] | None = None) -> pd.DataFrame:
+        """Rows of `run_table` for every run, seed and dataset (default: the session's dataset)."""
+        return pd.concat([run_table(self.preset, runs, seeds=self.seeds, dataset=dataset, data_root=self.data_root,
+                                    runs_dir=self.runs_dir) for dataset in (datasets or [self.dataset])],
+                         ignore_index=True)
+
+    def evaluated_run(self, variant: str = "full", *, seed: int | None = None) -> Path:
+        """The run dir of `variant` (first seed by default), trained and evaluated (pseudo-masks saved)."""
+        run_dir = self.run_dir(variant, seed=seed)
+        evaluate_variant(run_dir, variant, preset=self.preset)
+        return run_dir
+
+    def segmentation_table(self) -> pd.DataFrame:
+        """One row per (supervision, seed): val mIoU and pixel accuracy of the downstream segmentation model."""
+        rows = []
+        for supervision in ("pseudo", "full_supervision"):
+            for seed in self.seeds:
+                metrics = run_segmentation(self.preset, supervision, seed=seed, dataset=self.dataset,
+                                           data_root=self.data_root, runs_dir=self.runs_dir)
+                rows.append({"supervision": supervision, "seed": seed, "miou": metrics["miou"],
+                             "pixel_acc": metrics["pixel_acc"], "classifier_acc": None, "sparsity": None,
+                             "train_images": metrics["train_images"], "val_images": metrics["val_images"],
+                             "epochs": metrics["epochs"]})
+        return pd.DataFrame(rows)
+
+    def run_dir(self, variant: str = "full", *, seed: int | None = None, dataset: str | None = None,
+                **overrides: Any) -> Path:
+        return run_variant(self.preset, variant, seed=self.seeds[0] if seed is None else seed,
+                           dataset=dataset or self.dataset, data_root=self.data_root, runs_dir=self.runs_dir,
+                           **overrides)
+
+    def save_table(self, frame: pd.DataFrame, name: str, caption: str, *, display: pd.DataFrame | None = None) -> Path:
+        from .report import save_table
+
+        return save_table(frame, self.results_dir, name, caption=caption, notebook=self.notebook, display=display)
+
+    def save_figure(self, fig, name: str, caption: str) -> Path:
+        from .report import save_figure
+
+        return save_figure(fig, self.results_dir, name, caption=caption, notebook=self.notebook)
+
+    def write_metrics(self, metrics: dict[str, Any]) -> Path:
+        from .report import write_notebook_metrics
+
+        return write_notebook_metrics(self.results_dir, self.notebook, {
+            "preset": self.preset, "seeds": self.seeds, "smoke": self.smoke, "dataset": self.dataset,
+            "synthetic": self.synthetic, **metrics})
+
+
+def session(notebook: str, *, preset: str = "quick", smoke: bool = False, seeds: Sequence[int] = (0,),
+            dataset: str | None = "shapes", data_root: str = "", results_dir: str | Path = "../results",
+            runs_dir: str | Path = "../runs") -> Session:
+    """The Session of a notebook's parameters cell: smoke=True selects the "smoke" preset."""
+    preset = "smoke" if smoke else preset
+    preset_overrides(preset)  # names the preset on error
+    seeds = [int(s) for s in ([seeds] if isinstance(seeds, int) else seeds)]
+    if not seeds:
+        raise ValueError(f"{notebook}: seeds is empty")
+    s = Session(notebook=notebook, preset=preset, seeds=seeds, dataset=dataset or "shapes", data_root=data_root,
+                results_dir=Path(results_dir), runs_dir=Path(runs_dir), smoke=smoke)
+    print(s.describe())
+    return s

@@ -21,13 +21,15 @@ import numpy as np
 import pandas as pd
 
 from .data import DATASET_NAMES
-from .experiments import LAMBDA_LABELS, MASK_RATE_LABELS
+from .experiments import ABLATIONS as EXPERIMENT_ABLATIONS
+from .experiments import BASELINES, LAMBDA_LABELS, MASK_RATE_LABELS
 from .io import atomic_write, read_json, write_json
 
 __all__ = [
     "METRICS", "NOTEBOOKS", "PAPER_TABLE8", "PAPER_VOC_PSEUDO", "PAPER_ABLATION", "PAPER_SEGMENTATION",
     "SummaryError", "metric_leaf", "metric_block", "metric_blocks", "mean_std_table", "format_mean_std",
-    "markdown_table", "save_table", "save_figure", "notebook_dir", "write_notebook_metrics",
+    "COMPARISON_COLUMNS", "PAPER_MAIN_COLUMNS", "PAPER_ABLATION_COLUMNS", "comparison_table", "lambda_blocks", "seed_ratios", "segmentation_table",
+    "display_table", "markdown_table", "save_table", "save_figure", "notebook_dir", "write_notebook_metrics",
     "paper_table8", "paper_voc_table", "paper_ablation_table", "paper_segmentation_table", "table8_layout",
     "build_summary", "validate_summary", "write_summary", "write_readme", "main",
 ]
@@ -36,8 +38,8 @@ __all__ = [
 METRICS: tuple[str, ...] = ("miou", "pixel_acc", "classifier_acc", "sparsity")
 NOTEBOOKS: tuple[str, ...] = ("01_data_prep", "02_training", "03_pseudo_masks", "04_lambda_sensitivity",
                               "05_ablations", "06_qualitative", "07_segmentation")
-ABLATIONS: tuple[str, ...] = ("full", "no_masking", "no_reg", "no_pruning")
-BASELINE_NAMES: tuple[str, ...] = ("cam", "mctformer")
+ABLATIONS: tuple[str, ...] = EXPERIMENT_ABLATIONS
+BASELINE_NAMES: tuple[str, ...] = BASELINES
 LAMBDA_KEYS: tuple[str, ...] = tuple(LAMBDA_LABELS.values())         # "0", "0.001", "0.01", "0.1"
 MASK_RATIO_KEYS: tuple[str, ...] = tuple(MASK_RATE_LABELS.values())   # "0", "0.25", "0.5", "0.75", "1.0"
 SEGMENTATION_KEYS: tuple[str, ...] = ("pseudo", "full_supervision")
@@ -142,6 +144,73 @@ def display_table(stats: pd.DataFrame, *, keys: Sequence[str], columns: Mapping[
         out[title] = [format_mean_std(m, s, n, percent=percent) for m, s, n in
                       zip(stats[f"{column}_mean"], stats[f"{column}_std"], stats["n"])]
     return out
+
+
+# Columns of the comparison tables: row field → title (values are fractions, shown in percent).
+COMPARISON_COLUMNS: dict[str, str] = {"miou": "mIoU val %", "miou_train": "mIoU train %",
+                                      "pixel_acc": "pixel acc val %", "classifier_acc": "classifier acc val %",
+                                      "sparsity": "head sparsity %"}
+PAPER_MAIN_COLUMNS: dict[str, dict[str, float]] = {
+    "full": {"paper (VOC 2012, ViT-B): pseudo-mask mIoU val %": PAPER_VOC_PSEUDO["ours (paper)"][1],
+             "paper (VOC 2012, ViT-B): pseudo-mask mIoU train %": PAPER_VOC_PSEUDO["ours (paper)"][0]},
+}
+PAPER_ABLATION_COLUMNS: dict[str, dict[str, float]] = {
+    name: {"paper (COCO val, ViT-B): segmentation mIoU %": coco, "paper (VOC val, ViT-B): segmentation mIoU %": voc}
+    for name, (coco, voc) in PAPER_ABLATION.items()
+}
+
+
+def comparison_table(rows: pd.DataFrame, *, by: str = "label", order: Sequence[str] | None = None,
+                     columns: Mapping[str, str] = COMPARISON_COLUMNS,
+                     paper: Mapping[str, Mapping[str, float]] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(numbers, display) of rows grouped by `by`: mean/std/n per metric, then the paper's columns if given.
+
+    numbers keeps fractions (CSV); display shows "mean ± std" in percent, the paper's values as printed.
+    """
+    stats = mean_std_table(rows, by, [c for c in columns if c in rows])
+    if order is not None:
+        stats = stats.set_index(by).loc[[k for k in order if k in set(stats[by])]].reset_index()
+    display = display_table(stats, keys=[by], columns={c: t for c, t in columns.items() if f"{c}_mean" in stats})
+    display.insert(1, "seeds", stats["n"].tolist())
+    paper_titles = list(dict.fromkeys(title for values in (paper or {}).values() for title in values))
+    for title in paper_titles:
+        values = [(paper or {}).get(str(key), {}).get(title) for key in stats[by]]
+        stats[title] = values
+        display[title] = [f"{v:.1f}" if v is not None else "—" for v in values]
+    return stats, display
+
+
+def seed_ratios(rows: pd.DataFrame, metric: str, numerator: str, denominator: str, *,
+                by: str = "supervision") -> list[float]:
+    """Per seed: rows[metric] of `numerator` over that of `denominator` (seeds where both exist and the
+    denominator is positive)."""
+    table = rows.pivot_table(index="seed", columns=by, values=metric)
+    if numerator not in table or denominator not in table:
+        return []
+    pairs = table[[numerator, denominator]].dropna()
+    return [float(a / b) for a, b in zip(pairs[numerator], pairs[denominator]) if b > 0]
+
+
+def segmentation_table(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any] | None]:
+    """(numbers, display, mIoU ratio leaf): pseudo vs full supervision, plus a row "pseudo / full_supervision"."""
+    columns = {"miou": "mIoU val %", "pixel_acc": "pixel acc val %"}
+    numbers, shown = comparison_table(rows, by="supervision", order=list(SEGMENTATION_KEYS), columns=columns)
+    ratios = {metric: metric_leaf(seed_ratios(rows, metric, "pseudo", "full_supervision")) for metric in columns}
+    ratio_row = {"supervision": "pseudo / full_supervision", "n": max((r["n"] for r in ratios.values() if r), default=0)}
+    shown_row = {"supervision": ratio_row["supervision"], "seeds": ratio_row["n"]}
+    for metric, title in columns.items():
+        leaf = ratios[metric]
+        ratio_row[f"{metric}_mean"] = leaf["mean"] if leaf else None
+        ratio_row[f"{metric}_std"] = leaf["std"] if leaf else None
+        shown_row[title] = format_mean_std(leaf["mean"], leaf["std"], leaf["n"]) if leaf else "—"
+    numbers = pd.concat([numbers, pd.DataFrame([ratio_row])], ignore_index=True)
+    shown = pd.concat([shown, pd.DataFrame([shown_row])], ignore_index=True)
+    return numbers, shown, ratios["miou"]
+
+
+def lambda_blocks(rows: pd.DataFrame) -> dict[str, Any]:
+    """{dataset: {lambda label: M}} for summary.json."""
+    return {str(dataset): metric_blocks(group, "label", LAMBDA_KEYS) for dataset, group in rows.groupby("dataset", sort=False)}
 
 
 # ---- tables and figures ----------------------------------------------------------------------

@@ -16,6 +16,8 @@ as it was; a fresh (not --resume) run replaces an earlier run's outputs when it 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import math
 import os
@@ -29,6 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
@@ -49,6 +52,8 @@ __all__ = ["TrainingError", "SeededAugmentation", "model_config_for", "build_dat
 
 # Outputs of a run that a fresh (not resumed) run replaces; other files in --out are left alone.
 RUN_OUTPUTS = ("config.json", "log.jsonl", "metrics.json", "checkpoints", "model")
+# Fields that say where a run executes, not what it computes: changing them on resume is fine.
+_PLACEMENT_FIELDS = {"out_dir", "data_root", "device", "num_workers"}
 
 
 class TrainingError(RuntimeError):
@@ -84,7 +89,8 @@ def _subset(dataset, limit: int, seed: int):
 def build_datasets(cfg: TrainConfig):
     """(train, val) datasets; the embedded synthetic sets are generated on first use."""
     if cfg.dataset not in DATASET_NAMES:
-        raise ConfigError(f"TrainConfig.dataset: unknown dataset {cfg.dataset!r}; expected one of {list(DATASET_NAMES)}")
+        raise ConfigError(f"TrainConfig.dataset: unknown dataset {cfg.dataset!r}; "
+                          f"expected one of {list(DATASET_NAMES)}")
     root = Path(cfg.data_root) if cfg.data_root else default_data_root()
     dataset_root = ensure_dataset(cfg.dataset, root)
     train_set = build_dataset(cfg.dataset, dataset_root, cfg.train_split, image_size=cfg.image_size,
@@ -174,9 +180,21 @@ def seed_everything(seed: int, deterministic: bool, device: torch.device) -> Non
             # cuBLAS picks reduction orders per workspace; a fixed workspace makes them repeatable.
             # Only effective before the first cuBLAS call of the process.
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        # warn_only: an op without a deterministic kernel warns instead of stopping a long run.
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
+
+
+def attention_kernels(device: torch.device, deterministic: bool):
+    """Context for the model's forward: on CUDA with `deterministic`, the math attention kernel only.
+
+    The fused kernels (flash, memory-efficient, cuDNN) may accumulate the backward with atomics,
+    which is not repeatable under warn-only deterministic mode; the math kernel is plain matmuls.
+    """
+    if device.type == "cuda" and deterministic:
+        return sdpa_kernel([SDPBackend.MATH])
+    return contextlib.nullcontext()
 
 
 def _rng_state(gate_generator: torch.Generator, device: torch.device) -> dict[str, Any]:
@@ -208,7 +226,8 @@ def _set_rng_state(state: dict[str, Any], gate_generator: torch.Generator, devic
 
 
 @torch.no_grad()
-def evaluate_classifier(model: KyamViT, loader: DataLoader, device: torch.device, amp_dtype) -> dict[str, float]:
+def evaluate_classifier(model: KyamViT, loader: DataLoader, device: torch.device, amp_dtype,
+                        kernels=contextlib.nullcontext) -> dict[str, float]:
     """Validation loss and classifier accuracy over the whole split, every image counted once.
 
     Each rank scores its `shard_indices` share; losses are summed and logits gathered over ranks.
@@ -219,7 +238,7 @@ def evaluate_classifier(model: KyamViT, loader: DataLoader, device: torch.device
     labels_all = [torch.zeros(0, model.config.num_classes, device=device)]
     for batch in loader:
         images, labels = batch["image"].to(device), batch["labels"].to(device)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None), kernels():
             output = model(images)
         loss_sum += model.loss(output, labels).double() * len(images)  # the loss is a mean over the batch
         logits_all.append(output.logits.float())
@@ -239,7 +258,8 @@ def _check_finite(loss: torch.Tensor, *, what: str, out_dir: Path, epoch: int, s
     if float(bad) > 0:
         last = latest_checkpoint(out_dir)
         kept = f"the last good checkpoint is kept: {last}" if last else "no checkpoint had been written yet"
-        raise TrainingError(f"{out_dir}: non-finite {what} ({float(loss.detach())}) at epoch {epoch + 1}, step {step + 1}; "
+        raise TrainingError(f"{out_dir}: non-finite {what} ({float(loss.detach())}) "
+                            f"at epoch {epoch + 1}, step {step + 1}; "
                             f"{kept}. Lower TrainConfig.lr ({cfg.lr}) or gate_lr ({cfg.gate_lr}), or set grad_clip.")
 
 
@@ -275,8 +295,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
     """
     out_dir = Path(cfg.out_dir)
     device = resolve_device(cfg.device)
-    dist.setup(device)
     seed_everything(cfg.seed, cfg.deterministic, device)
+    dist.setup(device)
+    kernels = functools.partial(attention_kernels, device, cfg.deterministic)
     amp_dtype = torch.bfloat16 if (cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")) else None
     world, rank = dist.world_size(), dist.rank()
     if cfg.batch_size % world:
@@ -330,6 +351,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
             raise CheckpointError(f"{checkpoint}: training state does not fit this run ({err})") from err
         if dist.is_main():
             _note(f"resuming {out_dir} after epoch {start_epoch} ({checkpoint})")
+            stored = read_json(checkpoint / "config.json").get("train") or {}
+            changed = sorted(k for k, v in cfg.to_dict().items()
+                             if k in stored and stored[k] != v and k not in _PLACEMENT_FIELDS)
+            if changed:
+                _note(f"note: config differs from the checkpoint's in {changed}; the run is no longer "
+                      "the one that was interrupted")
             if log_path.exists():  # drop log lines of epochs after the checkpoint
                 kept = [line for line in log_path.read_text().splitlines()
                         if line.strip() and json.loads(line)["epoch"] <= start_epoch]
@@ -337,7 +364,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
                     tmp.write_text("".join(line + "\n" for line in kept))
     elif resume and dist.is_main():
         _note(f"no checkpoint in {out_dir / 'checkpoints'}; starting fresh")
-    fresh = checkpoint is None
+    fresh, first_write = checkpoint is None, True
 
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
@@ -351,7 +378,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
             images, labels = batch["image"].to(device, non_blocking=True), batch["labels"].to(device, non_blocking=True)
             mask_uniforms = dist.per_sample_uniforms(batch["index"], labels.shape[1], cfg.seed, epoch).to(device)
             gate_noise = torch.rand(gate_shape, generator=gate_generator).to(device)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None), kernels():
                 output = ddp_model(images, labels=labels, mask_uniforms=mask_uniforms, gate_noise=gate_noise)
             cls_loss = model.loss(output, labels)
             l0 = l0_penalty(model)
@@ -373,14 +400,15 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
             "train_cls_loss": float(sums[1]),
             "l0": float(sums[2]),
             "lr": scheduler.get_last_lr()[0],
-            **evaluate_classifier(model, val_loader, device, amp_dtype),
+            **evaluate_classifier(model, val_loader, device, amp_dtype, kernels),
             "sparsity": sparsity_rate(model),
         }
         if dist.is_main():
-            if fresh:
-                _replace_previous_outputs(out_dir)
+            if first_write:
+                if fresh:
+                    _replace_previous_outputs(out_dir)
                 cfg.to_json(out_dir / "config.json")
-                fresh = False
+                first_write = False
             append_jsonl(log_path, {**record, "epoch_seconds": round(time.perf_counter() - started, 3)})
             save_checkpoint(out_dir / "checkpoints" / f"epoch_{epoch + 1:04d}", model, train_config=cfg.to_dict(),
                             training_state={"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -388,7 +416,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
                                             "rng": _rng_state(gate_generator, device)})
             _prune_checkpoints(out_dir, cfg.keep_checkpoints)
             if show_progress:
-                _note(f"epoch {epoch + 1}/{cfg.epochs}  loss {record['train_loss']:.4f}  val_loss {record['val_loss']:.4f}"
+                _note(f"epoch {epoch + 1}/{cfg.epochs}  loss {record['train_loss']:.4f}"
+                      f"  val_loss {record['val_loss']:.4f}"
                       f"  val_acc {record['val_classifier_acc']:.3f}  sparsity {record['sparsity']:.2f}"
                       f"  ({time.perf_counter() - started:.1f} s)")
         dist.barrier()
@@ -447,7 +476,8 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, bo
             raise ConfigError(f"unknown option(s) {' '.join('--' + name for name in unknown)}; "
                               f"options are the TrainConfig fields: {TrainConfig.field_names()}")
         if unknown:
-            raise ConfigError(f"{where}: unknown TrainConfig field(s) {unknown}; known fields: {TrainConfig.field_names()}")
+            raise ConfigError(f"{where}: unknown TrainConfig field(s) {unknown}; "
+                              f"known fields: {TrainConfig.field_names()}")
         values.update(given)
     try:
         return TrainConfig.from_dict({**TrainConfig().to_dict(), **values}), args.resume

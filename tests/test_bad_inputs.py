@@ -150,7 +150,7 @@ def _(env: Env) -> Bad:
 def _(env: Env) -> Bad:
     nowhere = env.tmp / "no_such_data"
     return Bad(env.train(dataset="voc", data_root=str(nowhere)), DatasetNotFoundError, str(nowhere),
-               r"voc: dataset not found .*Expected layout")
+               r"(?s)voc: dataset not found under .*Expected layout")
 
 
 @case("data/malformed-coco-json")
@@ -296,6 +296,7 @@ def _(env: Env) -> Bad:
 # -- notebook parameters --------------------------------------------------------------------
 def _notebook(env: Env, *, tagged: bool) -> Path:
     notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     cell = nbformat.v4.new_code_cell("epochs = 2\nl0_weight = 0.01\nsmoke = False")
     if tagged:
         cell.metadata["tags"] = ["parameters"]

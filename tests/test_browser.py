@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from kyam_lib.io import atomic_write
+
 pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,7 +78,7 @@ def voila_url(trained_run, request):
     from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
 
-    parameters = {"run_dir": str(trained_run / "run"), "runs_root": str(trained_run), "split": "val",
+    parameters = {"run_dir": str(trained_run / "run"), "runs_dir": str(trained_run), "split": "val",
                   "data_root": "", "smoke": False}
     assert set(parameters) <= set(papermill.inspect_notebook(str(NOTEBOOK))), "notebook parameters changed"
     notebook = parameterize_notebook(load_notebook_node(str(NOTEBOOK)), parameters)
@@ -201,5 +203,5 @@ def test_browser_in_chromium(voila_url, tmp_path):
     print(f"map update latency in the browser (s): {latencies}")
     keep = os.environ.get("KYAM_BROWSER_SCREENSHOT")
     if keep:
-        Path(keep).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(final, keep)
+        with atomic_write(keep) as tmp:
+            shutil.copyfile(final, tmp)

@@ -8,7 +8,7 @@ from kyam_lib.browser import (AttentionBrowser, BrowserApp, ClassRow, GateGrid, 
 from kyam_lib.checkpoint import save_checkpoint
 from kyam_lib.config import ModelConfig, TrainConfig
 from kyam_lib.data import build_dataset
-from kyam_lib.data.synthetic import generate_shapes
+from kyam_lib.data.synthetic import generate_regions, generate_shapes
 from kyam_lib.io import write_json
 from kyam_lib.model import KyamViT
 from kyam_lib.pseudo_masks import select_classes
@@ -167,6 +167,34 @@ def test_class_rows_mark_predicted_and_ground_truth(browser, dataset):
     assert ClassRow(index=1, name="ring", prob=0.05, predicted=False, in_ground_truth=True).label == "0.05  ring  ●"
 
 
+def test_dataset_without_background(tmp_path):
+    generate_regions(tmp_path / "regions", num_train=2, num_val=3, image_size=32)
+    regions = build_dataset("regions", tmp_path / "regions", "val", image_size=32)
+    torch.manual_seed(0)
+    model = KyamViT(ModelConfig(num_classes=8, in_channels=13, image_size=(32, 32), patch_size=8, embed_dim=32,
+                                depth=2, num_heads=2))
+    browser = AttentionBrowser(model, regions, display_size=64)
+    panels = browser.render(0, class_index=2)
+    assert panels.image.shape == (64, 64, 3)
+    # Without background every pixel gets one of the drawn classes (nearest-label fill, no 0 = background).
+    selected = torch.nonzero(select_classes(browser.cached(0).probs[None])[0]).flatten().tolist()
+    assert set(np.unique(panels.pseudo_labels).tolist()) <= set(selected)
+    assert not np.array_equal(browser.render(0, class_index=3).class_map, panels.class_map)
+
+
+def test_cam_classifier_maps_ignore_blocks_and_heads(dataset):
+    torch.manual_seed(0)
+    model = KyamViT(ModelConfig(num_classes=6, image_size=(32, 32), patch_size=8, embed_dim=32, depth=2,
+                                num_heads=2, classifier="cam", use_reg_token=False, use_head_gates=False))
+    browser = AttentionBrowser(model, dataset, display_size=64)
+    assert not browser.uses_attention and browser.cached(0).class_attention is None
+    base = browser.render(0, class_index=0)
+    assert np.array_equal(browser.render(0, class_index=0, block_range=(1, 1), head_weighting=1).class_map,
+                          base.class_map)
+    assert not np.array_equal(browser.render(0, class_index=1).class_map, base.class_map)
+    assert not browser.contributing_heads(0).any()
+
+
 def test_bad_views_are_rejected(browser):
     with pytest.raises(ValueError, match="class_index"):
         browser.render(0, class_index=6)
@@ -216,7 +244,7 @@ def test_app_wiring(tmp_path, data_root, dataset):
     run = tmp_path / "run"
     save_run(run, data_root, make_model())
     write_json(run / "eval" / "metrics.json", {"background_score": 0.35})
-    app = BrowserApp(run, runs_root=tmp_path, display_size=64)
+    app = BrowserApp(run, runs_dir=tmp_path, display_size=64)
     assert "kyam-error" not in app.status._dom_classes, app.status.value
     assert app.run.label == "run/model"
     assert app.background_score.value == pytest.approx(0.35)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data_fixtures import dfc_codes_p1, write_dfc2020
+from data_fixtures import write_dfc2020
 from kyam_lib.data import DFC2020Dataset, build_dataset
 from kyam_lib.data.transforms import S1_MEAN, S1_STD, S2_MEAN, S2_STD
 

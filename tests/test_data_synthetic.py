@@ -160,7 +160,7 @@ def test_ensure_dataset_replaces_an_old_generator_version(tmp_path, small_genera
     path = ensure_dataset("shapes", tmp_path)
     readme = path / "README.txt"
     readme.write_text(readme.read_text().replace(f"generator version {GENERATOR_VERSIONS['shapes']}:",
-                                                 "generator version 0:"))
+                                                 "generator version 0:", 1))
     assert ensure_dataset("shapes", tmp_path) == path
     assert generator_version(path) == GENERATOR_VERSIONS["shapes"] and len(small_generators) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shapes"]

@@ -39,8 +39,11 @@ def test_augment_moves_image_and_mask_together():
         image_t, mask_t = transform(*_halves())
         assert image_t.shape == (3, 16, 16) and mask_t.shape == (16, 16)
         red = image_t[0]
-        # Away from the one column where bilinear resampling blends the halves, they agree.
-        assert (red[mask_t == 1] < 0.5).float().mean() > 0.9 and (red[mask_t == 2] > 0.5).float().mean() > 0.9
+        # Image and mask disagree at most in the one column where resampling blends the halves.
+        wrong = ((red > 0.5) & (mask_t == 1)) | ((red < 0.5) & (mask_t == 2))
+        wrong_columns = wrong.any(dim=0).nonzero().flatten().tolist()
+        edges = (mask_t[0, 1:] != mask_t[0, :-1]).nonzero().flatten().tolist()
+        assert len(wrong_columns) <= 1 and all(c in (e, e + 1) for c in wrong_columns for e in edges)
         assert ((red < 0.05) & (mask_t == 2)).sum() == 0 and ((red > 0.95) & (mask_t == 1)).sum() == 0
         flipped += int(mask_t[:, 0].eq(2).all())
     assert 0 < flipped < 30

@@ -58,7 +58,8 @@ def test_per_sample_draws_depend_on_the_sample_not_the_batch():
     assert not torch.equal(a[0], dist.per_sample_uniforms(torch.tensor([3]), 6, seed=0, epoch=3)[0])
     assert not torch.equal(a[0], dist.per_sample_uniforms(torch.tensor([3]), 6, seed=1, epoch=2)[0])
     # Augmentation and masking use separate streams, so a flip does not predict a masked token.
-    assert dist.sample_seed(0, 2, 3, stream=dist.MASKING_STREAM) != dist.sample_seed(0, 2, 3, stream=dist.AUGMENT_STREAM)
+    masking, augment = (dist.sample_seed(0, 2, 3, stream=s) for s in (dist.MASKING_STREAM, dist.AUGMENT_STREAM))
+    assert masking != augment
 
 
 def test_seeded_augmentation_is_keyed_by_epoch_and_index(data_root, tmp_path):
@@ -73,6 +74,7 @@ def test_seeded_augmentation_is_keyed_by_epoch_and_index(data_root, tmp_path):
     assert not torch.equal(data[2]["image"], first[1])  # a new epoch, a new crop
 
 
+@pytest.mark.slow  # a subprocess: imports torch again
 def test_two_processes_match_one_with_the_same_global_batch(data_root, tmp_path):
     # 31 validation images: the two ranks score 16 and 15 of them; none may be counted twice.
     common = dict(epochs=2, batch_size=16, max_val_images=31, augment=True)

@@ -60,6 +60,7 @@ def hidden_entries(out_dir: Path) -> list[str]:
                   for p in folder.iterdir() if p.name.startswith("."))
 
 
+@pytest.mark.slow  # a subprocess: imports torch again
 def test_sigkill_after_epoch_then_resume_matches_uninterrupted(data_root, tmp_path):
     cfg = config(data_root, tmp_path / "killed", epochs=3)
     reference = train(config(data_root, tmp_path / "reference", epochs=3), show_progress=False)
@@ -120,7 +121,8 @@ def test_checkpoint_holds_every_state(data_root, tmp_path):
     assert set(state) == {"optimizer", "scheduler", "epoch", "record", "rng"}
     assert set(state["rng"]) == {"python", "numpy", "torch", "gate_generator"}
     assert state["scheduler"]["last_epoch"] == 6  # 96 images / batch 16, stepped per iteration
-    assert len(state["optimizer"]["state"]) == sum(1 for _ in load_checkpoint(tmp_path / "run" / "model").model.parameters())
+    num_parameters = sum(1 for _ in load_checkpoint(tmp_path / "run" / "model").model.parameters())
+    assert len(state["optimizer"]["state"]) == num_parameters
 
 
 def test_remove_stale_temporaries_restores_a_replaced_checkpoint(tmp_path):
@@ -191,6 +193,7 @@ def test_resume_with_a_different_model_is_refused(data_root, tmp_path):
     out = tmp_path / "run"
     train(config(data_root, out, epochs=1), show_progress=False)
     listing = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
-    with pytest.raises(CheckpointError, match=r"epoch_0001: its model differs from this run.s config in embed_dim \(checkpoint 64, run 128\), depth"):
+    differs = r"epoch_0001: its model differs from this run.s config in embed_dim \(checkpoint 64, run 128\), depth"
+    with pytest.raises(CheckpointError, match=differs):
         train(config(data_root, out, epochs=2, model_size="small"), resume=True, show_progress=False)
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == listing

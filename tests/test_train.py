@@ -70,6 +70,7 @@ def test_scheduler_warms_up_then_decays():
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1)
 
 
+@pytest.mark.slow  # a subprocess: imports torch again
 def test_cli_smoke_preset_writes_a_loadable_run(data_root, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "KYAM_DATA_ROOT": str(data_root), "PYTHONPATH": str(REPO)}
     result = subprocess.run([sys.executable, "-m", "kyam_lib.train", "--preset", "smoke", "--out", "out"],

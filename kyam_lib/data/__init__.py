@@ -107,12 +107,16 @@ def _replace(name: str, target: Path) -> None:
     shutil.rmtree(fresh, ignore_errors=True)
     _GENERATORS[name](fresh)
     try:
-        os.rename(target, stale)
-        os.rename(fresh, target)
-    except OSError:
-        # Another process swapped first; its set is as good as ours (generation is deterministic).
-        if generator_version(target) != GENERATOR_VERSIONS[name]:
-            raise
+        try:
+            os.rename(target, stale)
+        except FileNotFoundError:
+            pass  # another process is swapping; installing ours below is as good
+        try:
+            os.rename(fresh, target)
+        except OSError:
+            # Another process installed its set first; it is the same (generation is deterministic).
+            if generator_version(target) != GENERATOR_VERSIONS[name]:
+                raise
     finally:
         shutil.rmtree(fresh, ignore_errors=True)
         shutil.rmtree(stale, ignore_errors=True)

@@ -104,17 +104,19 @@ def sample_grid_figure(dataset: KyamDataset, n: int = 8, *, seed: int = 0):
 
 def format_summary(summary: dict) -> str:
     """A plain-text table of `dataset_summary` output."""
+    fractions = summary["pixel_fraction"]
+    rows = list(fractions)  # background (if any), the classes in order, ignore
     table = pd.DataFrame({
-        "images": pd.Series(summary["images_per_class"]),
-        "pixel_fraction": pd.Series({k: v for k, v in summary["pixel_fraction"].items()}),
-    })
+        "images": [summary["images_per_class"].get(row, "-") for row in rows],
+        "pixel_fraction": [f"{fractions[row]:.4f}" for row in rows],
+    }, index=rows)
     lines = [
         f"{summary['dataset']} / {summary['split']}: {summary['images']} images "
         f"({summary['images_in_split']} in split), {summary['num_classes']} classes, "
         f"background={summary['has_background']}, channels={summary['num_channels']}, root={summary['root']}",
         f"image size (h, w): min {tuple(summary['image_size']['min_hw'])}, max {tuple(summary['image_size']['max_hw'])}",
         "labels per image: " + ", ".join(f"{k}: {v}" for k, v in summary["labels_per_image"].items()),
-        table.to_string(float_format=lambda x: f"{x:.4f}", na_rep="-"),
+        table.to_string(),
     ]
     return "\n".join(lines)
 
