@@ -10,7 +10,6 @@ import json
 import os
 import types
 import typing
-from pathlib import Path
 from typing import Any, Literal, Sequence, TypeVar
 
 from .io import read_json, write_json

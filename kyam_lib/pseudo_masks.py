@@ -22,8 +22,8 @@ from PIL import Image
 from scipy import ndimage
 from torch import Tensor
 
-from kyam_lib.data.palette import palette as voc_palette
-from kyam_lib.io import atomic_write
+from kyam_lib.data.palette import flat_colours
+from kyam_lib.data.palette import write_palette_png
 from kyam_lib.metrics import valid_pixels
 
 __all__ = [
@@ -42,14 +42,6 @@ __all__ = [
 ]
 
 MaskRule = Literal["no_background", "background_score", "mean_threshold_background"]
-
-
-def _flat_palette(colours: Sequence[int] | np.ndarray | None) -> list[int]:
-    """Flat [r, g, b, ...] ints from a flat list or an (n, 3) array; None = the VOC colour map."""
-    flat = np.asarray(voc_palette(256) if colours is None else colours).reshape(-1)
-    if flat.size % 3 or flat.size > 768 or (flat.size and (flat.min() < 0 or flat.max() > 255)):
-        raise ValueError(f"palette: expected at most 256 RGB triples with values 0..255, got {flat.size} values")
-    return flat.astype(np.int64).tolist()
 
 
 def _check_maps(class_maps: Tensor) -> None:
@@ -255,25 +247,8 @@ def _to_numpy(array: Tensor | np.ndarray) -> np.ndarray:
 
 def save_pseudo_mask(mask: Tensor | np.ndarray, path: str | os.PathLike,
                      palette: Sequence[int] | np.ndarray | None = None) -> None:
-    """Write an (H, W) label mask (values 0..255) as an 8-bit palette PNG, atomically.
-
-    `palette`: flat [r, g, b, ...] ints or an (n, 3) array; None = the VOC colour map.
-    """
-    labels = _to_numpy(mask)
-    if labels.ndim != 2:
-        raise ValueError(f"{path}: mask must be (H, W), got shape {labels.shape}")
-    if labels.dtype.kind not in "iu":
-        raise TypeError(f"{path}: mask must hold integer labels, got dtype {labels.dtype}")
-    if labels.size and (labels.min() < 0 or labels.max() > 255):
-        raise ValueError(f"{path}: mask values must lie in 0..255, got {labels.min()}..{labels.max()}")
-    try:
-        colours = _flat_palette(palette)
-    except ValueError as err:
-        raise ValueError(f"{path}: {err}") from None
-    image = Image.fromarray(np.ascontiguousarray(labels, dtype=np.uint8))
-    image.putpalette(colours)  # turns the greyscale image into a palette ("P") image
-    with atomic_write(path) as tmp:
-        image.save(tmp, format="PNG")
+    """Write an (H, W) label mask as an 8-bit palette PNG, atomically; palette None = VOC colours."""
+    write_palette_png(path, mask, palette)
 
 
 def load_mask_png(path: str | os.PathLike) -> np.ndarray:
@@ -301,7 +276,7 @@ def overlay(image: Tensor | np.ndarray, mask: Tensor | np.ndarray, *, alpha: flo
         raise ValueError(f"mask: expected (H, W), got shape {labels.shape}")
     picture = _check_image(_to_numpy(image), labels.shape)
     colours = np.zeros((256, 3))
-    flat = np.asarray(_flat_palette(palette), dtype=np.float64)
+    flat = np.asarray(flat_colours(palette), dtype=np.float64)
     colours.flat[:len(flat)] = flat / 255.0
     return (1.0 - alpha) * picture + alpha * colours[labels.astype(np.int64)]
 

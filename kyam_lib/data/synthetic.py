@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import colorsys
 import csv
-import io
 import os
 import shutil
 import tempfile
@@ -29,7 +28,7 @@ import tifffile
 from PIL import Image
 from scipy import ndimage, special
 
-from .palette import palette
+from .palette import palette, palette_png_bytes
 
 __all__ = [
     "GENERATOR_VERSIONS",
@@ -240,12 +239,6 @@ def _publish(tmp: Path, root: Path) -> Path:
     return root
 
 
-def _png_bytes(mask: np.ndarray) -> bytes:
-    img = Image.fromarray(mask)
-    img.putpalette(palette(256).ravel().tolist())
-    buffer = io.BytesIO()
-    img.save(buffer, format="PNG", optimize=False)
-    return buffer.getvalue()
 
 
 def generate_shapes(root: str | os.PathLike, *, seed: int = 0, num_train: int = 2000, num_val: int = 500,
@@ -274,7 +267,7 @@ def generate_shapes(root: str | os.PathLike, *, seed: int = 0, num_train: int = 
                 image, mask = draw_shapes_image(rng, image_size=image_size, classes=classes,
                                                 distractors=distractors)
                 Image.fromarray(image).save(tmp / "JPEGImages" / f"{image_id}.jpg", format="JPEG", quality=90)
-                (tmp / "SegmentationClass" / f"{image_id}.png").write_bytes(_png_bytes(mask))
+                (tmp / "SegmentationClass" / f"{image_id}.png").write_bytes(palette_png_bytes(mask))
             split_ids[split] = ids
         for split, ids in (*split_ids.items(), ("trainval", split_ids["train"] + split_ids["val"])):
             (tmp / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
