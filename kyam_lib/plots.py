@@ -88,7 +88,7 @@ def gate_maps(open_probability: Mapping[str, np.ndarray], gates: Mapping[str, np
     fig, axes = plt.subplots(1, len(labels), figsize=(2.4 * len(labels) + 1, 3.0), squeeze=False)
     for ax, label in zip(axes[0], labels):
         matrix = np.asarray(open_probability[label], dtype=np.float64)
-        sns.heatmap(matrix, vmin=0, vmax=1, cmap="viridis", cbar=ax is axes[0, -1], square=True, ax=ax,
+        sns.heatmap(matrix, vmin=0, vmax=1, cmap="viridis", cbar=False, square=True, ax=ax,
                     linewidths=0.5, linecolor="white")
         if gates is not None and label in gates:
             for block, head in zip(*np.nonzero(np.asarray(gates[label]) == 0)):
@@ -99,6 +99,7 @@ def gate_maps(open_probability: Mapping[str, np.ndarray], gates: Mapping[str, np
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    fig.colorbar(axes[0, 0].collections[0], ax=list(axes[0]), label="P(open)", shrink=0.8)
     return fig
 
 

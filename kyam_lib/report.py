@@ -72,6 +72,9 @@ PAPER_SEGMENTATION: list[dict[str, Any]] = [
     {"dataset": "DFC2020", "supervision": "full_supervision", "miou": 53.1},
 ]
 PAPER_LABEL = "paper (ViT-B, real data)"
+# Row titles of Table 8's layout (percent).
+TABLE8_TITLES: dict[str, str] = {"sparsity": "sparsity %", "classifier_acc": "classifier acc %",
+                                 "pixel_acc": "pixel acc %", "miou": "mIoU %"}
 
 
 class SummaryError(ValueError):
@@ -172,6 +175,7 @@ def comparison_table(rows: pd.DataFrame, *, by: str = "label", order: Sequence[s
         stats = stats.set_index(by).loc[[k for k in order if k in set(stats[by])]].reset_index()
     display = display_table(stats, keys=[by], columns={c: t for c, t in columns.items() if f"{c}_mean" in stats})
     display.insert(1, "seeds", stats["n"].tolist())
+    display = display.rename(columns={"label": "method"})
     paper_titles = list(dict.fromkeys(title for values in (paper or {}).values() for title in values))
     for title in paper_titles:
         values = [(paper or {}).get(str(key), {}).get(title) for key in stats[by]]
@@ -305,7 +309,7 @@ def _jsonable(value: Any) -> Any:
 # ---- the paper's tables ----------------------------------------------------------------------
 def paper_table8() -> pd.DataFrame:
     """The paper's supplement Table 8 (percent), one row per (dataset, metric)."""
-    rows = [{"source": PAPER_LABEL, "dataset": dataset, "metric": metric,
+    rows = [{"source": PAPER_LABEL, "dataset": dataset, "metric": TABLE8_TITLES[metric],
              **{f"λ={lam}": value for lam, value in zip(LAMBDA_KEYS, values)}}
             for dataset, metrics in PAPER_TABLE8.items() for metric, values in metrics.items()]
     return pd.DataFrame(rows)
@@ -318,7 +322,7 @@ def table8_layout(rows: pd.DataFrame, *, source: str) -> pd.DataFrame:
         stats = mean_std_table(group, "label", list(METRICS))
         by_label = {str(label): i for i, label in enumerate(stats["label"])}
         for metric in ("sparsity", "classifier_acc", "pixel_acc", "miou"):
-            record = {"source": source, "dataset": dataset, "metric": metric}
+            record = {"source": source, "dataset": dataset, "metric": TABLE8_TITLES[metric]}
             for lam in LAMBDA_KEYS:
                 i = by_label.get(lam)
                 record[f"λ={lam}"] = None if i is None else format_mean_std(

@@ -128,7 +128,6 @@ class SeededAugmentation(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int):
-        return self.dataset[index]
         state = torch.get_rng_state()
         torch.default_generator.manual_seed(dist.sample_seed(self.seed, self.epoch, index, stream=dist.AUGMENT_STREAM))
         try:
