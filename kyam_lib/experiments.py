@@ -25,7 +25,8 @@ from .io import read_json
 from .presets import preset_overrides
 
 __all__ = [
-    "VARIANTS", "BASELINES", "ABLATIONS", "LAMBDAS", "MASK_RATES", "LAMBDA_LABELS", "MASK_RATE_LABELS", "EVAL_MAX_IMAGES", "RunSpec", "variant_overrides",
+    "VARIANTS", "BASELINES", "ABLATIONS", "LAMBDAS", "MASK_RATES", "LAMBDA_LABELS", "MASK_RATE_LABELS",
+    "EVAL_MAX_IMAGES", "RunSpec", "variant_overrides",
     "eval_blocks_for", "lambda_run", "mask_rate_run", "experiment_config", "run_variant", "evaluate_variant",
     "result_row", "run_table", "training_log", "eval_frames", "load_run_model", "head_gate_maps", "sample_ids",
     "qualitative_samples", "class_maps_of", "SEG_EPOCHS", "segmentation_config", "run_segmentation",
@@ -56,7 +57,8 @@ MASK_RATES: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 LAMBDA_LABELS: dict[float, str] = dict(zip(LAMBDAS, ("0", "0.001", "0.01", "0.1")))
 MASK_RATE_LABELS: dict[float, str] = dict(zip(MASK_RATES, ("0", "0.25", "0.5", "0.75", "1.0")))
 
-# Images per split used when scoring pseudo-masks (0 = the whole split); smoke runs score a few.
+# At most this many images per split are scored (0 = all the images the run itself trained and
+# validated on); the downstream segmentation models train on exactly the scored training images.
 EVAL_MAX_IMAGES: dict[str, int] = {"smoke": 32, "quick": 300, "full": 0, "paper": 0}
 
 
@@ -328,7 +330,8 @@ def qualitative_samples(run_dirs: dict[str, str | Path], ids: Sequence[str], *, 
             "has_background": dataset.has_background, "class_names": list(dataset.class_names)}
 
 
-def class_maps_of(run_dir: str | Path, ids: Sequence[str], *, variant: str = "full", split: str = "val") -> dict[str, Any]:
+def class_maps_of(run_dir: str | Path, ids: Sequence[str], *, variant: str = "full",
+                  split: str = "val") -> dict[str, Any]:
     """Per-class maps (N, C, H, W) of a run for `ids`, min-max normalised per map, at each image's size."""
     import numpy as np
     import torch
@@ -531,15 +534,17 @@ class Session:
                            dataset=dataset or self.dataset, data_root=self.data_root, runs_dir=self.runs_dir,
                            **overrides)
 
-    def save_table(self, frame: pd.DataFrame, name: str, caption: str, *, display: pd.DataFrame | None = None) -> Path:
+    def save_table(self, frame: pd.DataFrame, name: str, caption: str, *, display: pd.DataFrame | None = None) -> None:
+        """tables/<name>.csv and .md under results_dir (see `kyam_lib.report.save_table`)."""
         from .report import save_table
 
-        return save_table(frame, self.results_dir, name, caption=caption, notebook=self.notebook, display=display)
+        save_table(frame, self.results_dir, name, caption=caption, notebook=self.notebook, display=display)
 
-    def save_figure(self, fig, name: str, caption: str) -> Path:
+    def save_figure(self, fig, name: str, caption: str) -> None:
+        """figures/<name>.png under results_dir; the figure is still shown in the notebook."""
         from .report import save_figure
 
-        return save_figure(fig, self.results_dir, name, caption=caption, notebook=self.notebook)
+        save_figure(fig, self.results_dir, name, caption=caption, notebook=self.notebook)
 
     def write_metrics(self, metrics: dict[str, Any]) -> Path:
         from .report import write_notebook_metrics

@@ -24,7 +24,8 @@ def parameters_cell(notebook: nbformat.NotebookNode, *, source: str = "notebook"
     cells = [cell for cell in notebook.cells
              if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", [])]
     if len(cells) != 1:
-        raise NotebookParameterError(f"{source}: expected exactly one code cell tagged 'parameters', found {len(cells)}")
+        raise NotebookParameterError(
+            f"{source}: expected exactly one code cell tagged 'parameters', found {len(cells)}")
     return cells[0]
 
 

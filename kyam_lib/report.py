@@ -28,7 +28,8 @@ from .io import atomic_write, read_json, write_json
 __all__ = [
     "METRICS", "NOTEBOOKS", "PAPER_TABLE8", "PAPER_VOC_PSEUDO", "PAPER_ABLATION", "PAPER_SEGMENTATION",
     "SummaryError", "metric_leaf", "metric_block", "metric_blocks", "mean_std_table", "format_mean_std",
-    "COMPARISON_COLUMNS", "PAPER_MAIN_COLUMNS", "PAPER_ABLATION_COLUMNS", "comparison_table", "lambda_blocks", "seed_ratios", "segmentation_table",
+    "COMPARISON_COLUMNS", "PAPER_MAIN_COLUMNS", "PAPER_ABLATION_COLUMNS", "comparison_table", "lambda_blocks",
+    "seed_ratios", "segmentation_table",
     "display_table", "markdown_table", "save_table", "save_figure", "notebook_dir", "write_notebook_metrics",
     "paper_table8", "paper_voc_table", "paper_ablation_table", "paper_segmentation_table", "table8_layout",
     "build_summary", "validate_summary", "write_summary", "write_readme", "main",
@@ -200,7 +201,8 @@ def segmentation_table(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, 
     columns = {"miou": "mIoU val %", "pixel_acc": "pixel acc val %"}
     numbers, shown = comparison_table(rows, by="supervision", order=list(SEGMENTATION_KEYS), columns=columns)
     ratios = {metric: metric_leaf(seed_ratios(rows, metric, "pseudo", "full_supervision")) for metric in columns}
-    ratio_row = {"supervision": "pseudo / full_supervision", "n": max((r["n"] for r in ratios.values() if r), default=0)}
+    seeds = max((r["n"] for r in ratios.values() if r), default=0)
+    ratio_row = {"supervision": "pseudo / full_supervision", "n": seeds}
     shown_row = {"supervision": ratio_row["supervision"], "seeds": ratio_row["n"]}
     for metric, title in columns.items():
         leaf = ratios[metric]
@@ -214,7 +216,8 @@ def segmentation_table(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, 
 
 def lambda_blocks(rows: pd.DataFrame) -> dict[str, Any]:
     """{dataset: {lambda label: M}} for summary.json."""
-    return {str(dataset): metric_blocks(group, "label", LAMBDA_KEYS) for dataset, group in rows.groupby("dataset", sort=False)}
+    return {str(dataset): metric_blocks(group, "label", LAMBDA_KEYS)
+            for dataset, group in rows.groupby("dataset", sort=False)}
 
 
 # ---- tables and figures ----------------------------------------------------------------------

@@ -51,7 +51,8 @@ def _relative(path: Path, start: Path) -> str:
 
 
 def notebook_parameters(*, preset: str, seeds: Sequence[int], results_dir: Path, runs_dir: Path, cwd: Path,
-                        smoke: bool = False, dataset: str | None = None, data_root: str | None = None) -> dict[str, Any]:
+                        smoke: bool = False, dataset: str | None = None,
+                        data_root: str | None = None) -> dict[str, Any]:
     """The papermill parameters every numbered notebook takes."""
     parameters: dict[str, Any] = {"preset": preset, "smoke": smoke, "seeds": [int(s) for s in seeds],
                                   "results_dir": _relative(results_dir, cwd), "runs_dir": _relative(runs_dir, cwd)}
@@ -91,16 +92,25 @@ def run(*, preset: str = "quick", seeds: Sequence[int] | None = None, results_di
     _clean(results_dir)
     executed_dir = results_dir / "notebooks"
     executed_dir.mkdir(parents=True, exist_ok=True)
-    timings = {}
-    for path in paths:
-        print(f"[reproduce] {path.stem} ({preset}, seeds {seeds}) ...", flush=True)
-        notebook_started = time.perf_counter()
-        papermill.execute_notebook(str(path), str(executed_dir / path.name), parameters=parameters,
-                                   cwd=str(notebooks_dir), kernel_name="python3", progress_bar=False,
-                                   log_output=log_output)
-        timings[path.stem] = round(time.perf_counter() - notebook_started, 1)
-        print(f"[reproduce] {path.stem} done in {timings[path.stem]:.0f} s", flush=True)
     shown_preset = "smoke" if smoke else preset
+    timings = {}
+    # Progress bars would only clutter the executed notebooks; the kernels inherit this setting.
+    previous = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        for path in paths:
+            print(f"[reproduce] {path.stem} ({shown_preset}, seeds {seeds}) ...", flush=True)
+            notebook_started = time.perf_counter()
+            papermill.execute_notebook(str(path), str(executed_dir / path.name), parameters=parameters,
+                                       cwd=str(notebooks_dir), kernel_name="python3", progress_bar=False,
+                                       log_output=log_output)
+            timings[path.stem] = round(time.perf_counter() - notebook_started, 1)
+            print(f"[reproduce] {path.stem} done in {timings[path.stem]:.0f} s", flush=True)
+    finally:
+        if previous is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = previous
     write_summary(results_dir, preset=shown_preset, seeds=seeds)
     seconds = time.perf_counter() - started
     timing = {"preset": shown_preset, "seeds": seeds, "seconds": round(seconds, 1), "notebooks": timings}

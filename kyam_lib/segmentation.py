@@ -601,10 +601,10 @@ def config_from_args(argv: Sequence[str] | None = None) -> SegConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = config_from_args(argv)
-    except ConfigError as err:
+        metrics = train_segmentation(cfg)
+    except (ConfigError, DatasetError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    metrics = train_segmentation(cfg)
     print(f"done: {cfg.out_dir}/metrics.json  {metrics['supervision']} supervision  "
           f"val mIoU {metrics['miou']:.3f}  pixel acc {metrics['pixel_acc']:.3f}")
     return 0

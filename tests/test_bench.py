@@ -145,3 +145,14 @@ def test_gated_mean_attention_gives_the_same_class_maps_as_every_head():
         torch.testing.assert_close(got, expected)
     with pytest.raises(ValueError, match="attention_heads"):
         model(images, return_attention=True, attention_heads="max")
+
+
+def test_markdown_gpu_rows_when_measured(smoke_run):
+    _, record, _ = smoke_run
+    measured = {**record, "gpu_name": "NVIDIA H100 80GB HBM3", "gpu_vitb_images_per_s": 1500.0,
+                "gpu_plain_vit_images_per_s": 1560.0, "gpu_mfu": 0.41, "gpu_peak_bf16_flops": 989e12,
+                "gpu_train_step_ratio_vitb": 1.04, "gpu_batch_size": 128}
+    markdown = bench.render_markdown(measured)
+    assert "5. GPU (NVIDIA H100 80GB HBM3)" in markdown and "1500 images/s" in markdown
+    assert "| 41.0% | — | — | ≥ 35% | yes |" in markdown
+    assert "not measured" not in markdown.split("## How")[0]

@@ -5,15 +5,12 @@ import copy
 import json
 import math
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import pytest  # noqa: E402
-
-from kyam_lib import report  # noqa: E402
-from kyam_lib.io import write_json  # noqa: E402
+from kyam_lib import report
+from kyam_lib.io import write_json
 
 
 def leaf(mean: float, std: float = 0.0, n: int = 1) -> dict:
@@ -94,7 +91,7 @@ def test_comparison_table_numbers_display_and_paper_columns():
     assert numbers["miou_std"][0] == pytest.approx(math.sqrt(0.02))
     assert numbers["paper X %"].tolist()[0] == 73.7 and math.isnan(numbers["paper X %"].tolist()[1])
     assert shown["mIoU val %"].tolist() == ["50.0 ± 14.1", "20.0"]
-    assert shown["head sparsity %"].tolist() == ["50.0", "—"]
+    assert shown["head sparsity %"].tolist() == ["50.0 ± 0.0", "—"]
     assert shown["seeds"].tolist() == [2, 1]
     assert shown.columns[0] == "method"
     assert shown["paper X %"].tolist() == ["73.7", "—"]

@@ -97,7 +97,7 @@ def test_smaller_pseudo_mask_is_resized_to_its_image(data_root, tmp_path):
     assert np.array_equal(pseudo[0]["mask"].numpy(), expected)
 
 
-def test_missing_or_bad_pseudo_masks_name_the_file(data_root, mask_dirs, tmp_path):
+def test_missing_or_bad_pseudo_masks_name_the_file(data_root, mask_dirs, tmp_path, capsys):
     partial = tmp_path / "partial"
     shutil.copytree(mask_dirs["copies"], partial)
     (partial / "train_000005.png").unlink()
@@ -109,6 +109,8 @@ def test_missing_or_bad_pseudo_masks_name_the_file(data_root, mask_dirs, tmp_pat
         pseudo[5]
     with pytest.raises(DatasetNotFoundError, match="nowhere: pseudo-mask folder not found"):
         PseudoMaskDataset(pseudo.dataset, tmp_path / "nowhere")
+    assert main(["--data_root", str(data_root), "--masks", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 2
+    assert "nowhere: pseudo-mask folder not found" in capsys.readouterr().err
     save_pseudo_mask(np.full((SIZE, SIZE), 9, np.uint8), partial / "train_000001.png")
     with pytest.raises(DatasetError, match=r"train_000001\.png: pseudo-mask value\(s\) \[9\] outside"):
         pseudo[1]

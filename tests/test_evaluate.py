@@ -1,0 +1,98 @@
+"""evaluate_run on smoke-trained runs: the images it scores, its files, and agreement between its numbers."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kyam_lib.config import ConfigError, TrainConfig
+from kyam_lib.evaluate import EvalConfig, evaluate_run
+from kyam_lib.presets import preset_overrides
+from kyam_lib.pseudo_masks import load_mask_png
+from kyam_lib.train import build_datasets, train
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Smoke runs on tiny SYNTHETIC shapes (background) and regions (no background) with subsets."""
+    from kyam_lib.data import generate_regions, generate_shapes
+
+    root = tmp_path_factory.mktemp("evaluate")
+    generate_shapes(root / "data" / "shapes", num_train=40, num_val=20)
+    generate_regions(root / "data" / "regions", num_train=40, num_val=20)
+    made = {}
+    for dataset in ("shapes", "regions"):
+        cfg = TrainConfig.from_dict({**TrainConfig().to_dict(), **preset_overrides("smoke"), "dataset": dataset,
+                                     "data_root": str(root / "data"), "max_train_images": 32,
+                                     "max_val_images": 16, "epochs": 1, "seed": 3,
+                                     "out_dir": str(root / "runs" / dataset)})
+        train(cfg, show_progress=False)
+        made[dataset] = cfg
+    return made
+
+
+def ids_of(subset) -> list[str]:
+    return sorted(subset.dataset.ids[i] for i in subset.indices)
+
+
+def test_scores_exactly_the_images_the_run_used(runs):
+    cfg = runs["shapes"]
+    summary = evaluate_run(EvalConfig(run_dir=cfg.out_dir))
+    out = Path(cfg.out_dir) / "eval"
+    train_set, val_set = build_datasets(cfg)
+    assert summary["splits"]["train"]["images"] == 32 and summary["splits"]["val"]["images"] == 16
+    assert sorted(p.stem for p in (out / "pseudo_masks" / "train").glob("*.png")) == ids_of(train_set)
+    assert sorted(p.stem for p in (out / "pseudo_masks" / "val").glob("*.png")) == ids_of(val_set)
+    # a cap keeps a subset of those images (a prefix of the same seeded draw)
+    capped = evaluate_run(EvalConfig(run_dir=cfg.out_dir, out_dir=str(out.parent / "eval8"), max_images=8))
+    assert capped["splits"]["train"]["images"] == 8
+    assert {p.stem for p in (out.parent / "eval8" / "pseudo_masks" / "train").glob("*.png")} <= set(ids_of(train_set))
+
+
+def test_background_threshold_is_chosen_on_train_and_matches_the_curve(runs):
+    cfg = runs["shapes"]
+    summary = evaluate_run(EvalConfig(run_dir=cfg.out_dir, out_dir=str(Path(cfg.out_dir) / "eval_t")))
+    out = Path(cfg.out_dir) / "eval_t"
+    curve = pd.read_csv(out / "threshold_curve.csv")
+    train_curve = curve[curve["split"] == "train"]
+    best = float(train_curve.loc[train_curve["miou"].idxmax(), "background_score"])
+    assert summary["background_score"] == best and summary["background_score_chosen_on"] == "train"
+    # masks written at the chosen t score exactly what the curve says for that t
+    for split in ("train", "val"):
+        at_best = curve[(curve["split"] == split) & (curve["background_score"] == best)].iloc[0]
+        assert summary["splits"][split]["miou"] == pytest.approx(at_best["miou"], abs=1e-9)
+        assert summary["splits"][split]["pixel_acc"] == pytest.approx(at_best["pixel_acc"], abs=1e-9)
+    assert 0.0 <= summary["splits"]["val"]["mean_threshold_miou"] <= 1.0
+    assert summary["rule"] == "background_score" and summary["oracle"] is False
+    per_class = pd.read_csv(out / "per_class_iou.csv")
+    val = per_class[per_class["split"] == "val"]
+    assert val["class"].tolist()[0] == "background" and len(val) == 7
+    assert summary["splits"]["val"]["miou"] == pytest.approx(np.nanmean(val["iou"].to_numpy()), abs=1e-9)
+    mask = load_mask_png(next((out / "pseudo_masks" / "val").glob("*.png")))
+    assert mask.shape == tuple(cfg.image_size) and mask.max() <= 6
+
+
+def test_dataset_without_background_and_oracle_are_recorded(runs):
+    cfg = runs["regions"]
+    summary = evaluate_run(EvalConfig(run_dir=cfg.out_dir, oracle=True, splits=("val",), select_split="val"))
+    out = Path(cfg.out_dir) / "eval"
+    assert summary["rule"] == "no_background" and summary["oracle"] is True
+    assert "background_score" not in summary and not (out / "threshold_curve.csv").exists()
+    assert json.loads((out / "metrics.json").read_text())["oracle"] is True
+    assert json.loads((out / "config.json").read_text())["oracle"] is True
+    masks = [load_mask_png(p) for p in (out / "pseudo_masks" / "val").glob("*.png")]
+    assert len(masks) == 16
+    # no background: every pixel gets one of the 8 classes (nearest-label fill)
+    assert all(m.max() < 8 for m in masks)
+    assert math.isfinite(summary["splits"]["val"]["miou"])
+
+
+def test_bad_eval_config_names_the_field():
+    with pytest.raises(ConfigError, match="EvalConfig.blocks"):
+        EvalConfig(blocks="first:2")
+    with pytest.raises(ConfigError, match="select_split"):
+        EvalConfig(splits=("val",), select_split="train")
