@@ -197,6 +197,7 @@ class TrainConfig(ConfigBase):
     pretrained: str = ""                 # timm model name or local weight file; "" = random init
     # objective
     l0_weight: float = 0.01              # lambda of Equation 1
+    l0_warmup_epochs: float = 0.0        # lambda ramps 0 → l0_weight over these epochs (0 = constant, as the paper)
     # optimisation
     epochs: int = 20
     batch_size: int = 64
@@ -223,6 +224,8 @@ class TrainConfig(ConfigBase):
                     f"TrainConfig.image_size: {axis} {size} is not a positive multiple of "
                     f"patch_size {self.patch_size} (image_size={list(self.image_size)})"
                 )
+        if self.l0_warmup_epochs < 0:
+            raise ConfigError(f"TrainConfig.l0_warmup_epochs {self.l0_warmup_epochs} is negative")
         if self.l0_weight < 0:
             raise ConfigError(f"TrainConfig.l0_weight {self.l0_weight} is negative")
         if not 0.0 <= self.mask_rate <= 1.0:

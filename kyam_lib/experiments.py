@@ -14,6 +14,7 @@ retrained from scratch. Evaluations are cached the same way under ``<run>/eval``
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
@@ -358,12 +359,13 @@ def class_maps_of(run_dir: str | Path, ids: Sequence[str], *, variant: str = "fu
             "class_names": list(dataset.class_names)}
 
 
-def gate_maps_for(rows: pd.DataFrame, *, seed: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """({label: gates}, {label: P(open)}) of the rows' runs for one seed (the first by default)."""
+def gate_maps_for(rows: pd.DataFrame, *, seed: int | None = None,
+                  prefix: str = "") -> tuple[dict[str, Any], dict[str, Any]]:
+    """({prefix + label: gates}, {prefix + label: P(open)}) of the rows' runs for one seed (the first by default)."""
     seed = int(rows["seed"].iloc[0]) if seed is None else seed
     gates, probabilities = {}, {}
     for row in rows[rows["seed"] == seed].itertuples(index=False):
-        gates[row.label], probabilities[row.label] = head_gate_maps(row.run_dir)
+        gates[prefix + row.label], probabilities[prefix + row.label] = head_gate_maps(row.run_dir)
     return gates, probabilities
 
 
@@ -402,6 +404,7 @@ def data_overview(datasets: Sequence[str], *, data_root: str = "", splits: Seque
         for split in splits:
             dataset = build_dataset(name, folder, split)
             summary = dataset_summary(dataset, max_images=max_images)
+            summary["root"] = os.path.relpath(summary["root"])  # results carry no absolute paths
             summaries[name][split] = summary
             labels_per_image = summary["labels_per_image"]
             mean_labels = sum(int(k) * v for k, v in labels_per_image.items()) / max(summary["images"], 1)
@@ -496,6 +499,12 @@ class Session:
     @property
     def synthetic(self) -> bool:
         return self.dataset in SYNTHETIC_DATASETS
+
+    @property
+    def ours_label(self) -> str:
+        """How our rows are labelled beside the paper's, e.g. "ours (SYNTHETIC data, tiny ViT, quick preset)"."""
+        size = preset_overrides(self.preset).get("model_size", TrainConfig().model_size)
+        return f"ours ({'SYNTHETIC' if self.synthetic else 'real'} data, {size} ViT, {self.preset} preset)"
 
     def describe(self) -> str:
         data = (f"{self.dataset} — SYNTHETIC embedded data (generated on first use); numbers are not comparable "

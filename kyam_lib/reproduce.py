@@ -43,7 +43,7 @@ def notebook_paths(notebooks_dir: str | os.PathLike = REPO_ROOT / "notebooks",
 
 
 def _relative(path: Path, start: Path) -> str:
-    """`path` relative to the notebooks' working directory, so executed notebooks hold no absolute paths."""
+    """`path` relative to `start`, so that executed notebooks hold no absolute paths."""
     try:
         return os.path.relpath(path.resolve(), start.resolve())
     except ValueError:  # another drive (Windows)
@@ -101,7 +101,9 @@ def run(*, preset: str = "quick", seeds: Sequence[int] | None = None, results_di
         for path in paths:
             print(f"[reproduce] {path.stem} ({shown_preset}, seeds {seeds}) ...", flush=True)
             notebook_started = time.perf_counter()
-            papermill.execute_notebook(str(path), str(executed_dir / path.name), parameters=parameters,
+            # Relative paths: papermill records them in the executed notebook's metadata.
+            papermill.execute_notebook(_relative(path, Path.cwd()), _relative(executed_dir / path.name, Path.cwd()),
+                                       parameters=parameters,
                                        cwd=str(notebooks_dir), kernel_name="python3", progress_bar=False,
                                        log_output=log_output)
             timings[path.stem] = round(time.perf_counter() - notebook_started, 1)

@@ -136,6 +136,17 @@ class SeededAugmentation(Dataset):
             torch.set_rng_state(state)
 
 
+def l0_weight_at(cfg: TrainConfig, epochs_done: float) -> float:
+    """lambda, ramped linearly from 0 over the first `l0_warmup_epochs` (0 = the paper's constant lambda).
+
+    Short runs need the ramp: a penalty that acts before the classifier has learned anything
+    closes every head, since no head has yet earned a task gradient that holds it open.
+    """
+    if cfg.l0_warmup_epochs <= 0:
+        return cfg.l0_weight
+    return cfg.l0_weight * min(1.0, epochs_done / cfg.l0_warmup_epochs)
+
+
 def make_optimizer(model: KyamViT, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW (0.9, 0.95); gates get their own lr and no decay; tokens, norms and biases no decay."""
     no_decay_names = model.no_weight_decay()
@@ -382,7 +393,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
                 output = ddp_model(images, labels=labels, mask_uniforms=mask_uniforms, gate_noise=gate_noise)
             cls_loss = model.loss(output, labels)
             l0 = l0_penalty(model)
-            loss = cls_loss + cfg.l0_weight * l0
+            loss = cls_loss + l0_weight_at(cfg, epoch + step / len(loader)) * l0
             _check_finite(loss, what="loss", out_dir=out_dir, epoch=epoch, step=step, cfg=cfg)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -60,7 +60,7 @@ def full_run(data_root, tmp_path_factory):
     """One smoke epoch on ground truth, through the command line."""
     out = tmp_path_factory.mktemp("seg_full")
     argv = ["--dataset", "shapes", "--data_root", str(data_root), "--image_size", f"[{SIZE}, {SIZE}]",
-            "--model_size", "tiny", "--epochs", "1", "--batch_size", "8", "--warmup_epochs", "0.5",
+            "--model_size", "tiny", "--epochs", "1", "--batch_size", "8", "--lr", "1e-3", "--warmup_epochs", "0.5",
             "--seed", "3", "--device", "cpu", "--out", str(out)]
     assert main(argv) == 0
     return out

@@ -264,10 +264,18 @@ class KyamDataset(Dataset):
         if not 0 <= index < len(self.ids):
             raise IndexError(f"index {index} out of range for {len(self.ids)} images")
         image, mask = self.load(index)
-        labels = self.image_labels(index, mask)
+        return self.make_item(index, image, mask, self.image_labels(index, mask))
+
+    def make_item(self, index: int, image: np.ndarray, mask: np.ndarray, labels: np.ndarray) -> dict:
+        """Transform an (H, W, C) image and its (H, W) mask jointly into a training item.
+
+        Subclasses and wrappers (e.g. pseudo-mask substitution) call it with another mask.
+        """
         size = self.image_size or mask.shape
         image_t = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))))
-        mask_t = tv_tensors.Mask(torch.from_numpy(mask))
+        # uint8 masks take the native nearest resize; int64 ones go through a float round trip
+        # that is two orders of magnitude slower on CPU. Every mask coding here fits in 0..255.
+        mask_t = tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(mask.astype(np.uint8, copy=False))))
         image_t, mask_t = self.transform_for(tuple(size))(image_t, mask_t)
         return {
             "image": image_t.as_subclass(torch.Tensor).float(),
