@@ -4,6 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PRESET ?= quick
 SEEDS ?=
+DATASET ?=
 DATA_ROOT ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -29,7 +30,7 @@ test-fast: venv
 	$(PY) -m pytest -q -ra -m "not browser and not slow"
 
 reproduce: venv
-	$(PY) -m kyam_lib.reproduce --preset $(PRESET) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(DATA_ROOT),--data-root $(DATA_ROOT))
+	$(PY) -m kyam_lib.reproduce --preset $(PRESET) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(DATASET),--dataset $(DATASET)) $(if $(DATA_ROOT),--data-root $(DATA_ROOT))
 
 browse: venv
 	$(VENV)/bin/voila notebooks/08_attention_browser.ipynb --port=8866 --no-browser --Voila.ip=127.0.0.1 --show_tracebacks=True

@@ -9,9 +9,10 @@ mean-threshold rule with nearest-label fill. Classes come from the classifier (p
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,9 +23,9 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from .aggregation import class_maps as aggregate_class_maps
-from .checkpoint import check_compatible, load_checkpoint
-from .config import ConfigBase, ConfigError
-from .data import build_dataset, default_data_root, ensure_dataset
+from .checkpoint import CheckpointError, check_compatible, load_checkpoint
+from .config import ConfigBase, ConfigError, parse_overrides
+from .data import DatasetError, build_dataset, default_data_root, ensure_dataset
 from .data.palette import palette
 from .io import atomic_write, write_json
 from .metrics import ConfusionMatrix, classifier_accuracy, mean_average_precision
@@ -250,3 +251,22 @@ def evaluate_run(cfg: EvalConfig) -> dict[str, Any]:
     _write_csv(pd.concat(per_class), out_dir / "per_class_iou.csv")
     write_json(out_dir / "metrics.json", summary)
     return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m kyam_lib.evaluate --run_dir runs/x [--blocks last:3] [--oracle true] ...`"""
+    try:
+        values = parse_overrides(list(sys.argv[1:] if argv is None else argv))
+        cfg = EvalConfig.from_dict({**EvalConfig().to_dict(), **values})
+        summary = evaluate_run(cfg)
+    except (ConfigError, CheckpointError, DatasetError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for split, entry in summary["splits"].items():
+        print(f"{split}: pseudo-mask mIoU {entry['miou']:.3f}  pixel acc {entry['pixel_acc']:.3f}  "
+              f"classifier acc {entry['classifier_acc']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
