@@ -32,7 +32,7 @@ from .config import ConfigError, ModelConfig
 from .io import read_json
 from .model import KyamViT
 
-__all__ = ["CheckpointError", "LoadedCheckpoint", "save_checkpoint", "load_checkpoint", "load_training_state",
+__all__ = ["CheckpointError", "write_weights_dir", "read_weights_dir", "LoadedCheckpoint", "save_checkpoint", "load_checkpoint", "load_training_state",
            "epoch_checkpoints", "latest_checkpoint", "remove_stale_temporaries", "check_compatible"]
 
 FORMAT = "kyam-checkpoint-v1"
@@ -84,20 +84,26 @@ def _unflatten(obj: Any, tensors: dict[str, Tensor]) -> Any:
 def save_checkpoint(directory: str | os.PathLike, model: KyamViT, *, train_config: dict[str, Any] | None = None,
                     training_state: dict[str, Any] | None = None) -> Path:
     """Write a checkpoint directory atomically (temp directory, then rename) and return its path."""
+    return write_weights_dir(directory, model.state_dict(), fmt=FORMAT, model_config=model.config.to_dict(),
+                             train_config=train_config, training_state=training_state)
+
+
+def write_weights_dir(directory: str | os.PathLike, state_dict: dict[str, Tensor], *, fmt: str,
+                      model_config: dict[str, Any], train_config: dict[str, Any] | None = None,
+                      training_state: dict[str, Any] | None = None) -> Path:
+    """model.safetensors (config in its metadata) + config.json (+ training state), renamed into place."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    model_config = model.config.to_dict()
     tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp"))
     try:
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, tmp / "model.safetensors",
-                  metadata={"format": FORMAT, "model_config": json.dumps(model_config)})
-        (tmp / "config.json").write_text(json.dumps({"format": FORMAT, "model": model_config, "train": train_config},
+        state = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+        save_file(state, tmp / "model.safetensors", metadata={"format": fmt, "model_config": json.dumps(model_config)})
+        (tmp / "config.json").write_text(json.dumps({"format": fmt, "model": model_config, "train": train_config},
                                                     indent=2) + "\n")
         if training_state is not None:
             tensors: dict[str, Tensor] = {}
             structure = _flatten(training_state, "", tensors)
-            save_file(tensors, tmp / "train_state.safetensors", metadata={"format": FORMAT})
+            save_file(tensors, tmp / "train_state.safetensors", metadata={"format": fmt})
             (tmp / "train_state.json").write_text(json.dumps(structure) + "\n")
         for file in tmp.iterdir():
             with open(file, "rb") as handle:
@@ -138,33 +144,44 @@ def _weights_file(path: Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
-    """Rebuild the model from the checkpoint's own config and load its weights."""
+def read_weights_dir(path: str | os.PathLike, *, fmt: str, what: str = "kyam checkpoint",
+                     map_location: str | torch.device = "cpu") -> tuple[Path, dict[str, Any], dict[str, Tensor], dict | None]:
+    """(weights file, stored model config, state dict, train config) of a checkpoint written by write_weights_dir."""
     weights = _weights_file(Path(path))
     try:
         with safe_open(str(weights), framework="pt") as handle:
             metadata = handle.metadata() or {}
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{weights}: not a safetensors checkpoint ({err})") from err
-    if metadata.get("format") != FORMAT or "model_config" not in metadata:
-        raise CheckpointError(f"{weights}: not a kyam checkpoint (metadata format={metadata.get('format')!r})")
+    if metadata.get("format") != fmt or "model_config" not in metadata:
+        raise CheckpointError(f"{weights}: not a {what} (metadata format={metadata.get('format')!r})")
     try:
-        model_config = ModelConfig.from_dict(json.loads(metadata["model_config"]), source=str(weights))
-    except (ConfigError, json.JSONDecodeError) as err:
+        model_config = json.loads(metadata["model_config"])
+    except json.JSONDecodeError as err:
         raise CheckpointError(f"{weights}: stored model config is invalid: {err}") from err
-    model = KyamViT(model_config)
     try:
         state = load_file(str(weights), device=str(map_location))
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{weights}: weights are unreadable ({err})") from err
+    config_file = weights.parent / "config.json"
+    train_config = read_json(config_file).get("train") if config_file.is_file() else None
+    return weights, model_config, state, train_config
+
+
+def load_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> LoadedCheckpoint:
+    """Rebuild the model from the checkpoint's own config and load its weights."""
+    weights, stored, state, train_config = read_weights_dir(path, fmt=FORMAT, map_location=map_location)
+    try:
+        model_config = ModelConfig.from_dict(stored, source=str(weights))
+    except ConfigError as err:
+        raise CheckpointError(f"{weights}: stored model config is invalid: {err}") from err
+    model = KyamViT(model_config)
     missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
     if missing or unexpected:
         raise CheckpointError(f"{weights}: weights do not match the stored config "
                               f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})")
     model.load_state_dict(state)
     model.to(map_location)
-    config_file = weights.parent / "config.json"
-    train_config = read_json(config_file).get("train") if config_file.is_file() else None
     return LoadedCheckpoint(model=model, model_config=model_config, train_config=train_config, path=weights.parent)
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["atomic_write", "write_json", "append_jsonl", "read_json"]
+__all__ = ["atomic_write", "write_json", "append_jsonl", "read_json", "remove_run_outputs"]
 
 
 @contextlib.contextmanager
@@ -56,3 +57,13 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
     previous = path.read_text() if path.exists() else ""
     with atomic_write(path) as tmp:
         tmp.write_text(previous + json.dumps(record) + "\n")
+
+
+def remove_run_outputs(out_dir: str | os.PathLike, names: tuple[str, ...]) -> None:
+    """A fresh run's first write: remove an earlier run's outputs so that the two cannot mix."""
+    for name in names:
+        path = Path(out_dir) / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()

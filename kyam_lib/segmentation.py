@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -26,8 +23,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
 from timm.models import adapt_input_conv
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import Tensor, nn
@@ -38,7 +33,8 @@ from tqdm.auto import tqdm
 from .config import ConfigBase, ConfigError, parse_overrides
 from .data import (IGNORE_INDEX, DatasetError, DatasetNotFoundError, KyamDataset, build_dataset, default_data_root,
                    ensure_dataset)
-from .io import append_jsonl, read_json, write_json
+from .checkpoint import read_weights_dir, write_weights_dir
+from .io import append_jsonl, read_json, remove_run_outputs, write_json
 from .metrics import ConfusionMatrix
 from .model import MODEL_SIZES
 from .pretrained import load_timm_state_dict
@@ -349,48 +345,16 @@ def mask_class_names(dataset: Dataset) -> list[str]:
 def save_segmentation_model(directory: str | os.PathLike, model: SegmentationViT, *,
                             train_config: dict[str, Any] | None = None) -> Path:
     """Write ``model.safetensors`` (config in its metadata) and ``config.json``; the directory is renamed into place."""
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    model_config = model.config.to_dict()
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp"))
-    try:
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, tmp / "model.safetensors",
-                  metadata={"format": FORMAT, "model_config": json.dumps(model_config)})
-        (tmp / "config.json").write_text(json.dumps({"format": FORMAT, "model": model_config, "train": train_config},
-                                                    indent=2) + "\n")
-        for file in tmp.iterdir():
-            with open(file, "rb") as handle:
-                os.fsync(handle.fileno())
-        old = directory.with_name(f".{directory.name}.old")
-        if directory.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(directory, old)
-        os.replace(tmp, directory)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return directory
+    return write_weights_dir(directory, model.state_dict(), fmt=FORMAT, model_config=model.config.to_dict(),
+                             train_config=train_config)
 
 
 def load_segmentation_model(path: str | os.PathLike, *, map_location: str | torch.device = "cpu"
                             ) -> tuple[SegmentationViT, dict[str, Any] | None]:
     """(model rebuilt from the checkpoint's own config, the SegConfig fields it was trained with)."""
-    path = Path(path)
-    weights = path / "model.safetensors" if path.is_dir() else path
-    if not weights.is_file():
-        raise FileNotFoundError(f"{weights}: segmentation checkpoint not found")
-    try:
-        with safe_open(str(weights), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as err:
-        raise ValueError(f"{weights}: not a safetensors checkpoint ({err})") from err
-    if metadata.get("format") != FORMAT or "model_config" not in metadata:
-        raise ValueError(f"{weights}: not a kyam segmentation checkpoint (format={metadata.get('format')!r})")
-    model = SegmentationViT(SegModelConfig.from_dict(json.loads(metadata["model_config"]), source=str(weights)))
-    model.load_state_dict(load_file(str(weights)))
-    config_file = weights.parent / "config.json"
-    train_config = read_json(config_file).get("train") if config_file.is_file() else None
+    weights, stored, state, train_config = read_weights_dir(path, fmt=FORMAT, what="kyam segmentation checkpoint")
+    model = SegmentationViT(SegModelConfig.from_dict(stored, source=str(weights)))
+    model.load_state_dict(state)
     return model.to(map_location), train_config
 
 
@@ -437,15 +401,6 @@ def _pseudo_mask_provenance(mask_dir: Path) -> dict[str, Any]:
         return {}
     keys = ("run_dir", "dataset", "oracle", "rule", "background_score", "blocks", "head_weighting")
     return {k: recorded[k] for k in keys if isinstance(recorded, dict) and k in recorded}
-
-
-def _replace_previous_outputs(out_dir: Path) -> None:
-    for name in RUN_OUTPUTS:
-        path = out_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
 
 
 def train_segmentation(cfg: SegConfig, *, show_progress: bool = True) -> dict[str, Any]:
@@ -516,7 +471,7 @@ def train_segmentation(cfg: SegConfig, *, show_progress: bool = True) -> dict[st
             "epoch_seconds": time.perf_counter() - epoch_started,
         }
         if epoch == 0:  # nothing is written before the first epoch ends; then earlier outputs go
-            _replace_previous_outputs(out_dir)
+            remove_run_outputs(out_dir, RUN_OUTPUTS)
             cfg.to_json(out_dir / "config.json")
         append_jsonl(log_path, record)
 

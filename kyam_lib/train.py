@@ -40,7 +40,7 @@ from .checkpoint import (CheckpointError, epoch_checkpoints, check_compatible, l
                          load_training_state, remove_stale_temporaries, save_checkpoint)
 from .config import ConfigError, ModelConfig, TrainConfig, parse_overrides
 from .data import DATASET_NAMES, DatasetError, build_dataset, default_data_root, ensure_dataset
-from .io import append_jsonl, atomic_write, read_json, write_json
+from .io import append_jsonl, atomic_write, read_json, remove_run_outputs, write_json
 from .metrics import classifier_accuracy
 from .model import MODEL_SIZES, KyamViT
 from .penalty import l0_penalty, sparsity_rate
@@ -286,16 +286,6 @@ def _resume_state(checkpoint: Path, model_config: ModelConfig, *, num_classes: i
     return loaded.model.state_dict(), load_training_state(checkpoint)
 
 
-def _replace_previous_outputs(out_dir: Path) -> None:
-    """A fresh run's first write: remove an earlier run's outputs so that they cannot mix."""
-    for name in RUN_OUTPUTS:
-        path = out_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-
-
 def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True) -> dict[str, Any]:
     """Train one configuration; writes config, log, checkpoints and metrics.json under cfg.out_dir.
 
@@ -417,7 +407,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
         if dist.is_main():
             if first_write:
                 if fresh:
-                    _replace_previous_outputs(out_dir)
+                    remove_run_outputs(out_dir, RUN_OUTPUTS)
                 cfg.to_json(out_dir / "config.json")
                 first_write = False
             append_jsonl(log_path, {**record, "epoch_seconds": round(time.perf_counter() - started, 3)})

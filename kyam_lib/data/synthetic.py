@@ -50,7 +50,7 @@ SHAPE_NAMES = ("disk", "square", "triangle", "cross", "ring")
 TEXTURE_NAMES = ("striped", "checkered", "dotted", "plain", "ringed")
 _SPLIT_CODES = {"train": 1, "val": 2}
 # Bumped whenever a generator's output changes, so that `ensure_dataset` replaces old sets.
-GENERATOR_VERSIONS = {"shapes": 1, "regions": 1}
+GENERATOR_VERSIONS = {"shapes": 2, "regions": 1}
 
 
 # ------------------------------------------------------------------------------------------
@@ -97,25 +97,29 @@ def _shape(kind: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def _texture(kind: str, rng: np.random.Generator, dx: np.ndarray, dy: np.ndarray, scale: float) -> np.ndarray:
-    """Float {0, 1} pattern at a random orientation and period; `scale` = image size / 64."""
+    """Float {0, 1} pattern at a random orientation and period; `scale` = image size / 64.
+
+    Periods are 5-9 px at 64 px, so a pattern shows within one 8 x 8 patch and survives
+    the loaders' resizing and JPEG.
+    """
     angle = rng.uniform(0, np.pi)
     t1 = dx * np.cos(angle) + dy * np.sin(angle)
     t2 = -dx * np.sin(angle) + dy * np.cos(angle)
     if kind == "striped":
-        period = rng.uniform(1.7, 2.5) * scale
-        return (np.floor(t1 / period) % 2).astype(np.float32)
+        width = rng.uniform(2.6, 3.4) * scale  # stripe width (half the period)
+        return (np.floor(t1 / width) % 2).astype(np.float32)
     if kind == "checkered":
-        period = rng.uniform(2.4, 3.2) * scale
-        return ((np.floor(t1 / period) + np.floor(t2 / period)) % 2).astype(np.float32)
+        width = rng.uniform(3.2, 4.2) * scale
+        return ((np.floor(t1 / width) + np.floor(t2 / width)) % 2).astype(np.float32)
     if kind == "dotted":
-        period = rng.uniform(5.0, 6.5) * scale
+        period = rng.uniform(6.5, 8.0) * scale
         a, b = t1 % period - period / 2, t2 % period - period / 2
-        return (a * a + b * b <= (0.32 * period) ** 2).astype(np.float32)
+        return (a * a + b * b <= (0.3 * period) ** 2).astype(np.float32)
     if kind == "plain":
         return np.zeros_like(dx, dtype=np.float32)
     if kind == "ringed":
-        period = rng.uniform(1.8, 2.6) * scale
-        return (np.floor(np.sqrt(dx * dx + dy * dy) / period) % 2).astype(np.float32)
+        width = rng.uniform(2.6, 3.4) * scale
+        return (np.floor(np.sqrt(dx * dx + dy * dy) / width) % 2).astype(np.float32)
     raise ValueError(f"unknown texture {kind!r}")
 
 
@@ -133,52 +137,63 @@ def _contrast_colour(rng: np.random.Generator, colour: np.ndarray) -> np.ndarray
 
 
 def _background(rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
-    """Smooth two-colour field, an optional faint texture, and clutter strokes and blobs."""
+    """Smooth two-colour field, an optional faint texture, and muted clutter strokes and blobs.
+
+    Clutter colours are pulled towards the field's mean colour: the background stays busy
+    but lower in contrast than the objects, whose textures must stay legible.
+    """
     scale = size / 64
     c1 = _random_colour(rng, saturation=(0.0, 0.7))
     c2 = _random_colour(rng, saturation=(0.0, 0.7))
     field = ndimage.gaussian_filter(rng.standard_normal((size, size)).astype(np.float32), sigma=size / 10)
     field = 1.0 / (1.0 + np.exp(-3.0 * field / (field.std() + 1e-6)))
     image = c1 + (c2 - c1) * field[..., None]
-    if rng.uniform() < 0.6:
+    mean = image.reshape(-1, 3).mean(axis=0)
+
+    def muted() -> np.ndarray:
+        return mean + rng.uniform(0.3, 0.6) * (_random_colour(rng) - mean)
+
+    if rng.uniform() < 0.5:
         # A faint texture over the whole background: texture alone cannot mark an object.
         kind = TEXTURE_NAMES[rng.choice([0, 1, 2, 4])]
         pattern = _texture(kind, rng, xx - rng.uniform(0, size), yy - rng.uniform(0, size), scale)
-        image = image * (1.0 - rng.uniform(0.08, 0.25) * pattern[..., None])
-    for _ in range(rng.integers(2, 7)):  # strokes
+        image = image * (1.0 - rng.uniform(0.05, 0.15) * pattern[..., None])
+    for _ in range(rng.integers(1, 5)):  # strokes
         x0, y0 = rng.uniform(0, size, 2)
         angle, length = rng.uniform(0, 2 * np.pi), rng.uniform(0.2, 0.6) * size
         x1, y1 = x0 + length * np.cos(angle), y0 + length * np.sin(angle)
         t = np.clip(((xx - x0) * (x1 - x0) + (yy - y0) * (y1 - y0)) / (length * length), 0, 1)
         dist = np.hypot(xx - (x0 + t * (x1 - x0)), yy - (y0 + t * (y1 - y0)))
-        image[dist <= rng.uniform(0.6, 1.4) * scale] = _random_colour(rng)
-    for _ in range(rng.integers(2, 7)):  # blobs
+        image[dist <= rng.uniform(0.6, 1.4) * scale] = muted()
+    for _ in range(rng.integers(1, 5)):  # blobs
         cx, cy = rng.uniform(0, size, 2)
         radius = rng.uniform(1.0, 3.5) * scale
-        image[(xx - cx) ** 2 + (yy - cy) ** 2 <= radius * radius] = _random_colour(rng)
+        image[(xx - cx) ** 2 + (yy - cy) ** 2 <= radius * radius] = muted()
     return image
 
 
 def draw_shapes_image(rng: np.random.Generator, *, image_size: int, classes: list[tuple[str, str]],
-                      distractors: list[tuple[str, str]], max_tries: int = 200) -> tuple[np.ndarray, np.ndarray]:
+                      distractors: list[tuple[str, str]], max_tries: int = 500) -> tuple[np.ndarray, np.ndarray]:
     """One image: (H, W, 3) uint8 and its mask (H, W) uint8 (0 background, k+1 class k, 255 void).
 
-    1-3 classes (1-2 instances each) and 0-3 distractors, each with a random size, rotation,
-    aspect, colour and texture phase, are painted in random order, so they occlude each other;
-    the placement is redrawn until every class instance keeps >= 40 % of its area and >= 12
-    non-void pixels visible. The void band is 2 px wide and follows every class-instance
-    boundary, as in VOC.
+    1-3 classes (one instance each, a second one in 10 % of cases) and, in half of the images,
+    one distractor are painted in random order with a random size (18-34 px across at 64 px,
+    a little smaller when 3 or more objects share the image), rotation, aspect, colour and
+    texture phase, so they may occlude each other; the placement is redrawn until every
+    class instance keeps >= 70 % of its area (and a distractor >= 50 %) visible. The void
+    band is 2 px wide and follows every class-instance boundary, as in VOC.
     """
     size = image_size
     scale = size / 64
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
     background = _background(rng, size, yy, xx)
     chosen = rng.choice(len(classes), size=rng.integers(1, 4), replace=False)
-    objects = [(int(c), classes[c]) for c in chosen for _ in range(1 + int(rng.uniform() < 0.25))]
-    num_distractors = rng.choice(4, p=[0.1, 0.35, 0.35, 0.2])
+    objects = [(int(c), classes[c]) for c in chosen for _ in range(1 + int(rng.uniform() < 0.1))]
+    num_distractors = int(rng.uniform() < 0.5)
     objects += [(-1, distractors[d]) for d in rng.integers(0, len(distractors), num_distractors)]
     class_of = np.array([c for c, _ in objects] + [-1])  # owner -1 indexes the trailing -1
     is_class = class_of[:-1] >= 0
+    shrink = 1.0 if len(objects) <= 2 else 0.85 if len(objects) == 3 else 0.75
     for _ in range(max_tries):
         # Place silhouettes first (cheap); paint only an accepted layout.
         order = rng.permutation(len(objects))
@@ -186,9 +201,9 @@ def draw_shapes_image(rng: np.random.Generator, *, image_size: int, classes: lis
         area = np.zeros(len(objects), dtype=np.int64)
         placed = []
         for obj in order:
-            radius = rng.uniform(0.10, 0.32) * size
-            cx, cy = rng.uniform(0.1 * size, 0.9 * size, 2)
-            angle, aspect = rng.uniform(0, 2 * np.pi), np.exp(rng.uniform(-0.2, 0.2))
+            radius = rng.uniform(0.14, 0.26) * shrink * size
+            cx, cy = rng.uniform(0.2 * size, 0.8 * size, 2)
+            angle, aspect = rng.uniform(0, 2 * np.pi), np.exp(rng.uniform(-0.15, 0.15))
             dx, dy = xx - cx, yy - cy
             u = (dx * np.cos(angle) + dy * np.sin(angle)) / (radius * aspect)
             v = (-dx * np.sin(angle) + dy * np.cos(angle)) / (radius / aspect)
@@ -196,15 +211,15 @@ def draw_shapes_image(rng: np.random.Generator, *, image_size: int, classes: lis
             area[obj] = silhouette.sum()
             owner[silhouette] = obj
             placed.append((obj, silhouette, dx, dy, angle, radius))
-        pixel_class = class_of[owner]
-        instance = np.where(pixel_class >= 0, owner + 1, 0)
-        border = ndimage.maximum_filter(instance, size=3) != ndimage.minimum_filter(instance, size=3)
         visible = np.bincount(owner[owner >= 0], minlength=len(objects))
-        inner = np.bincount(owner[(owner >= 0) & ~border], minlength=len(objects))
-        if np.all(visible[is_class] >= 0.4 * area[is_class]) and np.all(inner[is_class] >= 12):
+        need = np.where(is_class, 0.7, 0.5) * area
+        if np.all(visible >= need):
             break
     else:
         raise RuntimeError(f"no valid layout in {max_tries} tries (image_size={image_size} too small?)")
+    pixel_class = class_of[owner]
+    instance = np.where(pixel_class >= 0, owner + 1, 0)
+    border = ndimage.maximum_filter(instance, size=3) != ndimage.minimum_filter(instance, size=3)
     image = background
     for obj, silhouette, dx, dy, angle, radius in placed:
         dx, dy = dx[silhouette], dy[silhouette]  # only the object's pixels
