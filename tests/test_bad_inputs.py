@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from PIL import Image
 from safetensors.torch import save_file
 
 from data_fixtures import write_coco, write_dfc2020, write_png

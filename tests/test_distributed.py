@@ -10,10 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from kyam_lib import distributed as dist
-from kyam_lib.config import TrainConfig
-from kyam_lib.data.synthetic import generate_shapes
-from kyam_lib.presets import preset_overrides
 from kyam_lib.train import SeededAugmentation, build_datasets, train
+from train_helpers import log_records, smoke_config
 
 REPO = Path(__file__).resolve().parents[1]
 # 2 x batch 8 and 1 x batch 16 sum the same per-sample gradients in a different order, so they
@@ -22,23 +20,6 @@ REPO = Path(__file__).resolve().parents[1]
 # small gradients); for scale, epoch 2 alone moves the weights by 6e-4 on average, 0.11 at most.
 LOSS_TOLERANCE = 1e-6
 WEIGHT_TOLERANCE = 5e-5
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    generate_shapes(root / "shapes", seed=0, num_train=96, num_val=32, image_size=32, num_classes=6)
-    return root
-
-
-def config(data_root: Path, out_dir: Path, **overrides) -> TrainConfig:
-    values = {**TrainConfig().to_dict(), **preset_overrides("smoke"), "data_root": str(data_root),
-              "out_dir": str(out_dir), "max_train_images": 0, "device": "cpu", **overrides}
-    return TrainConfig.from_dict(values)
-
-
-def log_records(out_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (out_dir / "log.jsonl").read_text().splitlines()]
 
 
 def test_helpers_are_no_ops_in_a_world_of_one():
@@ -63,7 +44,7 @@ def test_per_sample_draws_depend_on_the_sample_not_the_batch():
 
 
 def test_seeded_augmentation_is_keyed_by_epoch_and_index(data_root, tmp_path):
-    train_set, _ = build_datasets(config(data_root, tmp_path, augment=True, max_train_images=8))
+    train_set, _ = build_datasets(smoke_config(data_root, tmp_path, augment=True, max_train_images=8))
     data = SeededAugmentation(train_set, seed=0)
     rng_before = torch.get_rng_state()
     first = [data[i]["image"] for i in (5, 2)]
@@ -78,9 +59,9 @@ def test_seeded_augmentation_is_keyed_by_epoch_and_index(data_root, tmp_path):
 def test_two_processes_match_one_with_the_same_global_batch(data_root, tmp_path):
     # 31 validation images: the two ranks score 16 and 15 of them; none may be counted twice.
     common = dict(epochs=2, batch_size=16, max_val_images=31, augment=True)
-    single = train(config(data_root, tmp_path / "single", **common), show_progress=False)
+    single = train(smoke_config(data_root, tmp_path / "single", **common), show_progress=False)
 
-    cfg = config(data_root, tmp_path / "ddp", **common)
+    cfg = smoke_config(data_root, tmp_path / "ddp", **common)
     cfg_file = tmp_path / "ddp.json"
     cfg.to_json(cfg_file)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}

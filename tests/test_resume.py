@@ -14,19 +14,10 @@ from safetensors.torch import load_file
 import kyam_lib.train as train_module
 from kyam_lib.checkpoint import (CheckpointError, latest_checkpoint, load_checkpoint, load_training_state,
                                  remove_stale_temporaries)
-from kyam_lib.config import TrainConfig
-from kyam_lib.data.synthetic import generate_shapes
-from kyam_lib.presets import preset_overrides
 from kyam_lib.train import TrainingError, train
+from train_helpers import log_records, smoke_config
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    generate_shapes(root / "shapes", seed=0, num_train=96, num_val=32, image_size=32, num_classes=6)
-    return root
 
 
 @pytest.fixture(autouse=True)
@@ -36,19 +27,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def config(data_root: Path, out_dir: Path, **overrides) -> TrainConfig:
-    values = {**TrainConfig().to_dict(), **preset_overrides("smoke"), "data_root": str(data_root),
-              "out_dir": str(out_dir), "max_train_images": 0, "max_val_images": 0, "device": "cpu", **overrides}
-    return TrainConfig.from_dict(values)
-
-
-def log_records(out_dir: Path) -> list[dict]:
-    records = [json.loads(line) for line in (out_dir / "log.jsonl").read_text().splitlines()]
-    for record in records:
-        record.pop("epoch_seconds")
-    return records
 
 
 def weights(out_dir: Path) -> dict[str, torch.Tensor]:
@@ -62,8 +40,8 @@ def hidden_entries(out_dir: Path) -> list[str]:
 
 @pytest.mark.slow  # a subprocess: imports torch again
 def test_sigkill_after_epoch_then_resume_matches_uninterrupted(data_root, tmp_path):
-    cfg = config(data_root, tmp_path / "killed", epochs=3)
-    reference = train(config(data_root, tmp_path / "reference", epochs=3), show_progress=False)
+    cfg = smoke_config(data_root, tmp_path / "killed", epochs=3)
+    reference = train(smoke_config(data_root, tmp_path / "reference", epochs=3), show_progress=False)
 
     cfg_file = tmp_path / "run.json"
     cfg.to_json(cfg_file)
@@ -106,7 +84,7 @@ def test_sigkill_after_epoch_then_resume_matches_uninterrupted(data_root, tmp_pa
 
 
 def test_resume_of_a_finished_run_returns_its_metrics(data_root, tmp_path):
-    cfg = config(data_root, tmp_path / "run", epochs=1)
+    cfg = smoke_config(data_root, tmp_path / "run", epochs=1)
     first = train(cfg, show_progress=False)
     (tmp_path / "run" / "metrics.json").unlink()  # killed after the last checkpoint, before metrics.json
     assert train(cfg, resume=True, show_progress=False) == first
@@ -114,7 +92,7 @@ def test_resume_of_a_finished_run_returns_its_metrics(data_root, tmp_path):
 
 
 def test_checkpoint_holds_every_state(data_root, tmp_path):
-    cfg = config(data_root, tmp_path / "run", epochs=1)
+    cfg = smoke_config(data_root, tmp_path / "run", epochs=1)
     train(cfg, show_progress=False)
     state = load_training_state(tmp_path / "run" / "checkpoints" / "epoch_0001")
     assert state["epoch"] == 1
@@ -150,7 +128,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data_root, tmp
         return value * float("nan") if calls["n"] > steps_per_epoch + 2 else value
 
     monkeypatch.setattr(train_module, "l0_penalty", penalty_turning_nan)
-    cfg = config(data_root, tmp_path / "run", epochs=3)
+    cfg = smoke_config(data_root, tmp_path / "run", epochs=3)
     with pytest.raises(TrainingError, match=r"non-finite loss \(nan\) at epoch 2, step 3") as info:
         train(cfg, show_progress=False)
     assert str(tmp_path / "run") in str(info.value) and "epoch_0001" in str(info.value)
@@ -166,7 +144,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data_root, tmp
 
 
 def test_absurd_learning_rate_fails_before_writing_anything(data_root, tmp_path):
-    cfg = config(data_root, tmp_path / "run", lr=1e30, gate_lr=1e30, grad_clip=0.0, epochs=1)
+    cfg = smoke_config(data_root, tmp_path / "run", lr=1e30, gate_lr=1e30, grad_clip=0.0, epochs=1)
     with pytest.raises(TrainingError, match="non-finite .* at epoch 1.*no checkpoint had been written yet"):
         train(cfg, show_progress=False)
     assert not (tmp_path / "run").exists()
@@ -174,16 +152,16 @@ def test_absurd_learning_rate_fails_before_writing_anything(data_root, tmp_path)
 
 def test_fresh_run_replaces_an_earlier_run_only_when_it_writes(data_root, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    train(config(data_root, out, epochs=2), show_progress=False)
+    train(smoke_config(data_root, out, epochs=2), show_progress=False)
     before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
     # A fresh run that fails in its first epoch leaves the earlier run untouched ...
     monkeypatch.setattr(train_module, "l0_penalty", lambda model: torch.tensor(float("inf")))
     with pytest.raises(TrainingError):
-        train(config(data_root, out, epochs=1, seed=5), show_progress=False)
+        train(smoke_config(data_root, out, epochs=1, seed=5), show_progress=False)
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
     monkeypatch.undo()
     # ... one that gets through an epoch replaces it, so no old checkpoint or log line survives.
-    train(config(data_root, out, epochs=1, seed=5), show_progress=False)
+    train(smoke_config(data_root, out, epochs=1, seed=5), show_progress=False)
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch_0001"]
     assert len(log_records(out)) == 1
     assert json.loads((out / "config.json").read_text())["seed"] == 5
@@ -191,9 +169,9 @@ def test_fresh_run_replaces_an_earlier_run_only_when_it_writes(data_root, tmp_pa
 
 def test_resume_with_a_different_model_is_refused(data_root, tmp_path):
     out = tmp_path / "run"
-    train(config(data_root, out, epochs=1), show_progress=False)
+    train(smoke_config(data_root, out, epochs=1), show_progress=False)
     listing = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
     differs = r"epoch_0001: its model differs from this run.s config in embed_dim \(checkpoint 64, run 128\), depth"
     with pytest.raises(CheckpointError, match=differs):
-        train(config(data_root, out, epochs=2, model_size="small"), resume=True, show_progress=False)
+        train(smoke_config(data_root, out, epochs=2, model_size="small"), resume=True, show_progress=False)
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == listing

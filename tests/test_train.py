@@ -12,38 +12,17 @@ from torch.utils.data import DataLoader
 
 from kyam_lib.checkpoint import load_checkpoint
 from kyam_lib.config import TrainConfig
-from kyam_lib.data.synthetic import generate_shapes
-from kyam_lib.presets import preset_overrides
 from kyam_lib.train import build_datasets, evaluate_classifier, make_scheduler, train
+from train_helpers import log_records, smoke_config
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    generate_shapes(root / "shapes", seed=0, num_train=96, num_val=32, image_size=32, num_classes=6)
-    return root
-
-
-def config(data_root: Path, out_dir: Path, **overrides) -> TrainConfig:
-    values = {**TrainConfig().to_dict(), **preset_overrides("smoke"), "data_root": str(data_root),
-              "out_dir": str(out_dir), "max_train_images": 0, "max_val_images": 0, "device": "cpu", **overrides}
-    return TrainConfig.from_dict(values)
-
-
-def without_timing(out_dir: Path) -> list[dict]:
-    records = [json.loads(line) for line in (out_dir / "log.jsonl").read_text().splitlines()]
-    for record in records:
-        assert record.pop("epoch_seconds") >= 0
-    return records
-
-
 def test_two_epochs_loss_falls_and_run_is_complete(data_root, tmp_path):
-    cfg = config(data_root, tmp_path / "run", epochs=2, lr=2e-3)
+    cfg = smoke_config(data_root, tmp_path / "run", epochs=2, lr=2e-3)
     metrics = train(cfg, show_progress=False)
     out = tmp_path / "run"
-    first, second = without_timing(out)
+    first, second = log_records(out)
     assert second["train_cls_loss"] < first["train_cls_loss"]
     assert second["val_loss"] < first["val_loss"]
     # Cosine schedule stepped per batch ends at min_lr_ratio * lr.
@@ -81,7 +60,7 @@ def test_cli_smoke_preset_writes_a_loadable_run(data_root, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     cfg = TrainConfig.from_json(out / "config.json")
     assert cfg.model_size == "tiny" and cfg.epochs == 2 and cfg.data_root == ""
-    assert len(without_timing(out)) == 2
+    assert len(log_records(out)) == 2
 
     loaded = load_checkpoint(out / "model")
     assert loaded.train_config == cfg.to_dict()
@@ -97,10 +76,10 @@ def test_cli_smoke_preset_writes_a_loadable_run(data_root, tmp_path):
 
 
 def test_same_config_and_seed_give_identical_metrics(data_root, tmp_path):
-    runs = [train(config(data_root, tmp_path / name, seed=seed), show_progress=False)
+    runs = [train(smoke_config(data_root, tmp_path / name, seed=seed), show_progress=False)
             for name, seed in (("a", 0), ("b", 0), ("c", 1))]
     assert (tmp_path / "a" / "metrics.json").read_bytes() == (tmp_path / "b" / "metrics.json").read_bytes()
-    assert without_timing(tmp_path / "a") == without_timing(tmp_path / "b")
+    assert log_records(tmp_path / "a") == log_records(tmp_path / "b")
     a, b = (load_file(str(tmp_path / n / "model" / "model.safetensors")) for n in ("a", "b"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert runs[0] == runs[1]
