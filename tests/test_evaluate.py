@@ -96,3 +96,24 @@ def test_bad_eval_config_names_the_field():
         EvalConfig(blocks="first:2")
     with pytest.raises(ConfigError, match="select_split"):
         EvalConfig(splits=("val",), select_split="train")
+
+
+def test_gated_mean_output_gives_the_same_maps_as_all_heads():
+    import torch
+
+    from kyam_lib.config import ModelConfig
+    from kyam_lib.evaluate import class_maps_for
+    from kyam_lib.model import KyamViT
+
+    torch.manual_seed(0)
+    model = KyamViT(ModelConfig(num_classes=3, image_size=(32, 32), embed_dim=32, depth=3, num_heads=4)).eval()
+    with torch.no_grad():  # one head closed in block 0, every head closed in block 1
+        model.blocks[0].head_gate.log_alpha.copy_(torch.tensor([1.0, -1.0, 1.0, 1.0]))
+        model.blocks[1].head_gate.log_alpha.fill_(-1.0)
+    images = torch.randn(2, 3, 32, 32)
+    full = class_maps_for(model, model(images, return_attention=True), (32, 32))
+    reduced = class_maps_for(model, model(images, return_attention=True, attention_heads="gated_mean"), (32, 32))
+    torch.testing.assert_close(reduced, full)
+    last = class_maps_for(model, model(images, return_attention=True, attention_heads="gated_mean"), (32, 32),
+                          blocks=1)
+    torch.testing.assert_close(last, class_maps_for(model, model(images, return_attention=True), (32, 32), blocks=1))
