@@ -158,3 +158,22 @@ def test_markdown_gpu_rows_when_measured(smoke_run):
     assert "5. GPU (NVIDIA H100 80GB HBM3)" in markdown and "1500 images/s" in markdown
     assert "| 41.0% | — | — | ≥ 35% | yes |" in markdown
     assert "not measured" not in markdown.split("## How")[0]
+
+
+def test_update_timing_refreshes_only_benchmark_4(tmp_path):
+    import json
+    import shutil
+    from pathlib import Path
+
+    from kyam_lib.bench import main
+
+    committed = Path(__file__).resolve().parents[1] / "results" / "benchmarks.json"
+    shutil.copy(committed, tmp_path / "benchmarks.json")
+    before = json.loads(committed.read_text())
+    (tmp_path / "reproduce_timing.json").write_text(json.dumps({"preset": "quick", "seeds": [0], "seconds": 901.5}))
+    assert main(["--out", str(tmp_path), "--update-timing"]) == 0
+    after = json.loads((tmp_path / "benchmarks.json").read_text())
+    assert after["reproduce_quick_seconds"] == 901.5
+    assert {k: v for k, v in after.items() if not k.startswith("reproduce")} == \
+        {k: v for k, v in before.items() if not k.startswith("reproduce")}
+    assert "| 4. `make reproduce` (quick preset), wall time | 902 s" in (tmp_path / "benchmarks.md").read_text()
