@@ -63,11 +63,21 @@ def notebook_parameters(*, preset: str, seeds: Sequence[int], results_dir: Path,
     return parameters
 
 
+# Files under results/ that other tools write (the browser test's screenshot, the benchmarks).
+KEPT = ("figures/attention_browser.png", "benchmarks.json", "benchmarks.md")
+
+
 def _clean(results_dir: Path) -> None:
+    kept = {results_dir / name for name in KEPT}
     for name in GENERATED:
         path = results_dir / name
-        if path.is_dir():
+        if path.is_dir() and not any(k.is_relative_to(path) for k in kept):
             shutil.rmtree(path)
+        elif path.is_dir():
+            for file in path.iterdir():
+                if file in kept:
+                    continue
+                shutil.rmtree(file) if file.is_dir() else file.unlink()
         elif path.exists():
             path.unlink()
 

@@ -231,3 +231,16 @@ def test_readme_without_synthetic_data_does_not_claim_it(tmp_path):
     readme = report.write_readme(tmp_path, preset="paper", seeds=[0], datasets=["voc"]).read_text()
     assert "SYNTHETIC" not in readme
     assert "preset: **paper**" in readme
+
+
+def test_reproduce_clean_keeps_the_browser_screenshot_and_benchmarks(tmp_path):
+    from kyam_lib.reproduce import _clean
+
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "tables").mkdir()
+    for name in ("figures/attention_browser.png", "figures/old.png", "tables/t.csv", "summary.json",
+                 "benchmarks.json", "benchmarks.md"):
+        (tmp_path / name).write_text("x")
+    _clean(tmp_path)
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert left == ["benchmarks.json", "benchmarks.md", "figures/attention_browser.png"]
