@@ -197,7 +197,7 @@ class TrainConfig(ConfigBase):
     pretrained: str = ""                 # timm model name or local weight file; "" = random init
     # objective
     l0_weight: float = 0.01              # lambda of Equation 1
-    l0_warmup_epochs: float = 0.0        # lambda ramps 0 → l0_weight over these epochs (0 = constant, as the paper)
+    l0_warmup_epochs: float = 0.0        # gates held open and lambda 0 for these epochs (0 = the paper: from the start)
     # optimisation
     epochs: int = 20
     batch_size: int = 64

@@ -60,7 +60,7 @@ MASK_RATE_LABELS: dict[float, str] = dict(zip(MASK_RATES, ("0", "0.25", "0.5", "
 
 # At most this many images per split are scored (0 = all the images the run itself trained and
 # validated on); the downstream segmentation models train on exactly the scored training images.
-EVAL_MAX_IMAGES: dict[str, int] = {"smoke": 32, "quick": 300, "full": 0, "paper": 0}
+EVAL_MAX_IMAGES: dict[str, int] = {"smoke": 32, "quick": 300, "full": 300, "paper": 0}
 
 
 def variant_overrides(name: str) -> dict[str, Any]:

@@ -48,7 +48,7 @@ from .presets import preset_overrides
 from .pretrained import init_from_timm
 
 __all__ = ["TrainingError", "SeededAugmentation", "model_config_for", "build_datasets", "make_optimizer",
-           "make_scheduler", "train", "main"]
+           "make_scheduler", "gates_warming_up", "train", "main"]
 
 # Outputs of a run that a fresh (not resumed) run replaces; other files in --out are left alone.
 RUN_OUTPUTS = ("config.json", "log.jsonl", "metrics.json", "checkpoints", "model")
@@ -136,15 +136,19 @@ class SeededAugmentation(Dataset):
             torch.set_rng_state(state)
 
 
-def l0_weight_at(cfg: TrainConfig, epochs_done: float) -> float:
-    """lambda, ramped linearly from 0 over the first `l0_warmup_epochs` (0 = the paper's constant lambda).
+def gates_warming_up(cfg: TrainConfig, epochs_done: float) -> bool:
+    """True during the first `l0_warmup_epochs`: every head gate held open, untrained, and lambda 0."""
+    return epochs_done < cfg.l0_warmup_epochs
 
-    Short runs need the ramp: a penalty that acts before the classifier has learned anything
-    closes every head, since no head has yet earned a task gradient that holds it open.
+
+def l0_weight_at(cfg: TrainConfig, epochs_done: float) -> float:
+    """lambda after `l0_warmup_epochs` (0 = the paper's constant lambda from the first step), 0 before.
+
+    Short runs need the warm-up: while the classifier is still at chance, attention only adds
+    noise, so task gradients and the penalty together shut every head, and a shut head gets
+    no gradient that could open it again.
     """
-    if cfg.l0_warmup_epochs <= 0:
-        return cfg.l0_weight
-    return cfg.l0_weight * min(1.0, epochs_done / cfg.l0_warmup_epochs)
+    return 0.0 if gates_warming_up(cfg, epochs_done) else cfg.l0_weight
 
 
 def make_optimizer(model: KyamViT, cfg: TrainConfig) -> torch.optim.AdamW:
@@ -179,7 +183,11 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per
         progress = (step - warmup) / max(1, total - warmup)
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    def gate_factor(step: int) -> float:  # gates are frozen during the warm-up (see l0_weight_at)
+        return 0.0 if gates_warming_up(cfg, step / steps_per_epoch) else factor(step)
+
+    factors = [gate_factor if group.get("name") == "gates" else factor for group in optimizer.param_groups]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
 
 
 def seed_everything(seed: int, deterministic: bool, device: torch.device) -> None:
@@ -379,6 +387,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
             images, labels = batch["image"].to(device, non_blocking=True), batch["labels"].to(device, non_blocking=True)
             mask_uniforms = dist.per_sample_uniforms(batch["index"], labels.shape[1], cfg.seed, epoch).to(device)
             gate_noise = torch.rand(gate_shape, generator=gate_generator).to(device)
+            if gates_warming_up(cfg, epoch + step / len(loader)):
+                gate_noise = torch.ones_like(gate_noise)  # u -> 1: every gate open
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None), kernels():
                 output = ddp_model(images, labels=labels, mask_uniforms=mask_uniforms, gate_noise=gate_noise)
             cls_loss = model.loss(output, labels)

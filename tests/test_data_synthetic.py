@@ -49,16 +49,18 @@ def test_generators_are_deterministic(tmp_path, shapes_root, regions_root):
 def test_class_is_shape_and_texture_together():
     classes, distractors = shape_classes(6)
     assert len(classes) == 6 and len(set(classes)) == 6 and not set(classes) & set(distractors)
-    for axis in (0, 1):  # shape, texture
-        values = {c[axis] for c in classes}
-        for value in values:
-            assert sum(c[axis] == value for c in classes) >= 2  # shared by several classes
-            assert any(d[axis] == value for d in distractors)   # and by a distractor
-    for n in range(6, 21):
+    for shape in {c[0] for c in classes}:
+        assert sum(c[0] == shape for c in classes) == 2  # a shape never names a class
+    for shape, texture in classes:
+        assert sum(c[1] == texture for c in classes) == 1  # a texture belongs to one class ...
+        wearers = {d[0] for d in distractors if d[1] == texture}
+        assert wearers == {c[0] for c in classes} - {shape}  # ... and to distractors of every other shape
+    for n in range(2, 7):
         classes, distractors = shape_classes(n)
-        assert len(set(classes)) == n and distractors
-    with pytest.raises(ValueError):
-        shape_classes(21)
+        assert len(set(classes)) == n and distractors and not set(classes) & set(distractors)
+    for n in (1, 7):
+        with pytest.raises(ValueError):
+            shape_classes(n)
 
 
 def test_shapes_layout_and_masks(shapes_root):
