@@ -65,7 +65,7 @@ GENERATOR_VERSIONS = {"shapes": 2, "regions": 1}
 _SHAPES_CLASSES_PER_IMAGE = (0.5, 0.3, 0.2)  # P(1, 2, 3 classes in an image), about VOC's mix
 _SHAPES_SECOND_INSTANCE = 0.1           # P(a second instance of one class | 1 or 2 classes)
 _SHAPES_DISTRACTOR = 0.5                # P(one distractor, an object of no class, in an image)
-_SHAPES_RADIUS = (0.2, 0.3)             # object radius / image size: 26-38 px across at 64 px ...
+_SHAPES_RADIUS = (0.25, 0.35)           # object radius / image size: 32-45 px across at 64 px ...
 _SHAPES_CROWD_SHRINK = {3: 0.85, 4: 0.78}  # ... times this with 3 or 4 objects in the image
 _SHAPES_CENTRE = (0.25, 0.75)           # object centre / image size, each coordinate
 _SHAPES_MIN_VISIBLE = (0.8, 0.5)        # least visible fraction of a class instance, a distractor
@@ -77,10 +77,11 @@ _SHAPES_BACKGROUND_TEXTURE = (0.5, 0.04, 0.1)  # probability, strength range of 
 # Texture orientation within +-7.5 degrees of the image axes (a texture is, e.g., horizontal
 # stripes): fully random orientations cost the tiny ViT most of what it learns in a short run.
 _SHAPES_TEXTURE_JITTER = np.pi / 24
-# Texture periods x this: 4-6 px at 64 px, several periods per 8 x 8 patch. At one period per
-# patch (factor 1) a from-scratch tiny ViT stays near chance for 10 epochs (val acc 0.76 vs 0.71
-# chance; a 4-layer CNN gets 0.95 on the same images), at 0.5 it gets past 0.8.
-_SHAPES_TEXTURE_PERIOD = 0.5
+# Texture periods x this: 3-4 px at 64 px, two or more periods per 8 x 8 patch. At about one
+# period per patch (factor 1) a from-scratch tiny ViT stays near chance for 10 epochs (val acc
+# 0.76 vs 0.71 chance; a 4-layer CNN gets 0.95 on the same images); at 0.35, with objects
+# 32-45 px across, it leaves chance after 2-3 epochs and reaches about 0.85 in 8.
+_SHAPES_TEXTURE_PERIOD = 0.35
 
 # ------------------------------------------------------------------------------------------
 # shapes
@@ -127,8 +128,8 @@ def _shape(kind: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 def _texture(kind: str, rng: np.random.Generator, dx: np.ndarray, dy: np.ndarray, scale: float) -> np.ndarray:
     """Float {0, 1} pattern with a random phase and period, near axis-aligned; `scale` = image size / 64.
 
-    Stripes, checks and rings are 2-3 px wide at 64 px (x `_SHAPES_TEXTURE_PERIOD`), so an
-    8 x 8 patch holds more than one period, and a pattern survives the loaders' resizing and JPEG. Every pattern but "plain"
+    Stripes, checks and rings are about 1.5-2 px wide at 64 px (the widths below x
+    `_SHAPES_TEXTURE_PERIOD`), so an 8 x 8 patch holds two or more periods, and a pattern survives the loaders' resizing and JPEG. Every pattern but "plain"
     covers half the object, so the share of pattern colour does not name the texture.
     """
     angle = rng.uniform(-_SHAPES_TEXTURE_JITTER, _SHAPES_TEXTURE_JITTER)
@@ -209,7 +210,7 @@ def draw_shapes_image(rng: np.random.Generator, *, image_size: int, classes: lis
 
     1, 2 or 3 classes (P = 0.5, 0.3, 0.2; with 1 or 2, one class has a second instance in 10 %
     of images) and, in half of the images, one distractor are painted in random order with a
-    random size (26-38 px across at 64 px, 0.85x / 0.78x that with 3 / 4 objects), rotation,
+    random size (32-45 px across at 64 px, 0.85x / 0.78x that with 3 / 4 objects), rotation,
     aspect, hue and texture phase, so they may occlude each other; the placement is redrawn
     until every class instance keeps >= 80 % of its area (a distractor >= 50 %) visible. The
     void band is 2 px wide and follows every class-instance boundary, as in VOC.
@@ -352,12 +353,12 @@ A class is a (shape, texture) pair: class k has its own texture and one of 3 sha
 ring, cross), each shape shared by several classes. Distractor objects, which belong to no
 class (background in the masks), wear a class's texture on another class's shape, and object
 hues are random, so neither colour, shape alone nor texture alone identifies a class. Each image
-holds 1, 2 or 3 classes (50 / 30 / 20 %; sometimes a second instance) at random scale (26-38 px
+holds 1, 2 or 3 classes (50 / 30 / 20 %; sometimes a second instance) at random scale (32-45 px
 across at 64 px), rotation and aspect, painted in random order so that they may occlude each
 other (>= 80 % of every class instance stays visible), on a greyish background with a faint
 texture and muted clutter strokes and blobs; half of the images also hold one distractor.
 Textures are dark patterns on a bright object colour (hstriped = horizontal stripes, vstriped =
-vertical, dstriped = diagonal either way), with a period of 4-6 px, finer than an 8 x 8 patch.
+vertical, dstriped = diagonal either way), with a period of 3-4 px, finer than an 8 x 8 patch.
 
 Classes:
 {classes}
