@@ -47,12 +47,10 @@ __all__ = [
     "regions_band_statistics",
 ]
 
-# Classes use the first 3 shapes (they differ most at the scale of an 8 x 8 patch) and the
-# two-colour textures ("plain" would let a colour histogram tell one-colour objects from
-# two-colour ones; it only marks the background).
-SHAPE_NAMES = ("disk", "ring", "cross", "square", "triangle")
-TEXTURE_NAMES = ("hstriped", "vstriped", "dstriped", "checkered", "dotted", "ringed", "plain")
-_PATTERNED = tuple(t for t in TEXTURE_NAMES if t != "plain")
+# Shapes that differ most at the scale of an 8 x 8 patch, and two-colour textures only (a plain
+# one-colour object would be told from two-colour ones by a colour histogram).
+SHAPE_NAMES = ("disk", "ring", "cross")
+TEXTURE_NAMES = ("hstriped", "vstriped", "dstriped", "checkered", "dotted", "ringed")
 _SPLIT_CODES = {"train": 1, "val": 2}
 # Bumped whenever a generator's output changes, so that `ensure_dataset` replaces old sets.
 GENERATOR_VERSIONS = {"shapes": 2, "regions": 1}
@@ -95,11 +93,11 @@ def shape_classes(num_classes: int) -> tuple[list[tuple[str, str]], list[tuple[s
     class, and texture alone names it only until a distractor wears that texture, so only
     shape and texture together identify a class.
     """
-    if not 2 <= num_classes <= len(_PATTERNED):
-        raise ValueError(f"num_classes must be in [2, {len(_PATTERNED)}], got {num_classes}")
-    shapes = SHAPE_NAMES[:3]
-    classes = [(shapes[k % 3], _PATTERNED[k]) for k in range(num_classes)]
-    distractors = [(shape, texture) for _, texture in classes for shape in shapes if (shape, texture) not in classes]
+    if not 2 <= num_classes <= len(TEXTURE_NAMES):
+        raise ValueError(f"num_classes must be in [2, {len(TEXTURE_NAMES)}], got {num_classes}")
+    classes = [(SHAPE_NAMES[k % len(SHAPE_NAMES)], TEXTURE_NAMES[k]) for k in range(num_classes)]
+    distractors = [(shape, texture) for _, texture in classes for shape in SHAPE_NAMES
+                   if (shape, texture) not in classes]
     return classes, distractors
 
 
@@ -111,11 +109,6 @@ def _shape(kind: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """
     if kind == "disk":
         return u * u + v * v <= 1.0
-    if kind == "square":
-        return np.maximum(np.abs(u), np.abs(v)) <= np.sqrt(np.pi) / 2
-    if kind == "triangle":
-        u, v = u / 1.555, v / 1.555  # circumradius r: area 3 sqrt(3) / 4 r^2 = pi
-        return (v >= -0.5) & (np.sqrt(3) * u + v <= 1.0) & (-np.sqrt(3) * u + v <= 1.0)
     if kind == "cross":
         au, av = np.abs(u), np.abs(v)  # arms 0.84 wide, 2.3 long: 2 * 0.84 * 2.3 - 0.84^2 = pi
         return ((au <= 0.42) & (av <= 1.15)) | ((av <= 0.42) & (au <= 1.15))
@@ -129,8 +122,9 @@ def _texture(kind: str, rng: np.random.Generator, dx: np.ndarray, dy: np.ndarray
     """Float {0, 1} pattern with a random phase and period, near axis-aligned; `scale` = image size / 64.
 
     Stripes, checks and rings are about 1.5-2 px wide at 64 px (the widths below x
-    `_SHAPES_TEXTURE_PERIOD`), so an 8 x 8 patch holds two or more periods, and a pattern survives the loaders' resizing and JPEG. Every pattern but "plain"
-    covers half the object, so the share of pattern colour does not name the texture.
+    `_SHAPES_TEXTURE_PERIOD`), so an 8 x 8 patch holds two or more periods, and a pattern
+    survives the loaders' resizing and JPEG. Every pattern covers about half the object, so
+    the share of pattern colour does not name the texture.
     """
     angle = rng.uniform(-_SHAPES_TEXTURE_JITTER, _SHAPES_TEXTURE_JITTER)
     t1 = dx * np.cos(angle) + dy * np.sin(angle)
@@ -151,8 +145,6 @@ def _texture(kind: str, rng: np.random.Generator, dx: np.ndarray, dy: np.ndarray
         period = rng.uniform(9.5, 12.0) * scale * _SHAPES_TEXTURE_PERIOD
         a, b = t1 % period - period / 2, t2 % period - period / 2
         return (a * a + b * b <= (0.4 * period) ** 2).astype(np.float32)
-    if kind == "plain":
-        return np.zeros_like(dx, dtype=np.float32)
     raise ValueError(f"unknown texture {kind!r}")
 
 
@@ -187,7 +179,7 @@ def _background(rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndar
     chance, *strength = _SHAPES_BACKGROUND_TEXTURE
     if rng.uniform() < chance:
         # A faint texture over the whole background: texture alone cannot mark an object.
-        kind = _PATTERNED[rng.integers(len(_PATTERNED))]
+        kind = TEXTURE_NAMES[rng.integers(len(TEXTURE_NAMES))]
         pattern = _texture(kind, rng, xx - rng.uniform(0, size), yy - rng.uniform(0, size), scale)
         image = image * (1.0 - rng.uniform(*strength) * pattern[..., None])
     for _ in range(rng.integers(_SHAPES_CLUTTER[0], _SHAPES_CLUTTER[1] + 1)):  # strokes
