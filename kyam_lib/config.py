@@ -185,6 +185,7 @@ class TrainConfig(ConfigBase):
     max_train_images: int = 0            # 0 = all; >0 takes a fixed seeded subset (quick presets)
     max_val_images: int = 0
     augment: bool = True                 # random resized crop + flip on the training split
+    cache_items: bool = False            # keep decoded items in memory (augment=False only): small sets on CPU
     num_workers: int = 0
     # model
     model_size: Literal["tiny", "small", "base"] = "small"
@@ -198,11 +199,12 @@ class TrainConfig(ConfigBase):
     # objective
     l0_weight: float = 0.01              # lambda of Equation 1
     l0_warmup_epochs: float = 0.0        # gates held open and lambda 0 for these epochs (0 = the paper: from the start)
+    gate_ramp_epochs: float = 0.0        # after the warm-up, gate lr and lambda rise linearly to full over these epochs
     # optimisation
     epochs: int = 20
     batch_size: int = 64
     lr: float = 5e-4
-    gate_lr: float = 0.05                # separate lr for log alpha (short runs need it; METHOD.md)
+    gate_lr_ratio: float = 1.0           # lr of the gates' log alpha = this x lr, on the same schedule (METHOD.md)
     weight_decay: float = 0.05
     warmup_epochs: float = 2.0
     min_lr_ratio: float = 0.01
@@ -224,8 +226,13 @@ class TrainConfig(ConfigBase):
                     f"TrainConfig.image_size: {axis} {size} is not a positive multiple of "
                     f"patch_size {self.patch_size} (image_size={list(self.image_size)})"
                 )
+        if self.cache_items and self.augment:
+            raise ConfigError("TrainConfig.cache_items needs augment=false: augmented items differ every epoch")
         if self.l0_warmup_epochs < 0:
             raise ConfigError(f"TrainConfig.l0_warmup_epochs {self.l0_warmup_epochs} is negative")
+        if self.gate_ramp_epochs < 0 or self.gate_lr_ratio < 0:
+            raise ConfigError(f"TrainConfig.gate_ramp_epochs {self.gate_ramp_epochs} and gate_lr_ratio "
+                              f"{self.gate_lr_ratio} must be >= 0")
         if self.l0_weight < 0:
             raise ConfigError(f"TrainConfig.l0_weight {self.l0_weight} is negative")
         if not 0.0 <= self.mask_rate <= 1.0:

@@ -29,7 +29,7 @@ __all__ = [
     "VARIANTS", "BASELINES", "ABLATIONS", "LAMBDAS", "MASK_RATES", "LAMBDA_LABELS", "MASK_RATE_LABELS",
     "EVAL_MAX_IMAGES", "RunSpec", "variant_overrides",
     "eval_blocks_for", "lambda_run", "mask_rate_run", "experiment_config", "run_variant", "evaluate_variant",
-    "result_row", "run_table", "training_log", "eval_frames", "load_run_model", "head_gate_maps", "sample_ids",
+    "result_row", "run_table", "training_log", "learning_log", "eval_frames", "load_run_model", "head_gate_maps", "sample_ids",
     "qualitative_samples", "class_maps_of", "SEG_EPOCHS", "segmentation_config", "run_segmentation",
     "SYNTHETIC_DATASETS", "Session", "session", "lambda_runs", "mask_rate_runs", "given", "gate_maps_for",
     "training_summary", "data_overview",
@@ -42,6 +42,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no_reg": {"use_reg_token": False},
     # "without head pruning": lambda = 0 and no gates at all, so no head can close (sparsity 0)
     "no_pruning": {"l0_weight": 0.0, "use_head_gates": False},
+    # the fourth cell of masking x pruning: masking and pruning interact (METHOD.md)
+    "no_masking_no_pruning": {"mask_rate": 0.0, "l0_weight": 0.0, "use_head_gates": False},
     # CAM: a standard ViT with one [CLS] token; per-patch classifier, global average pooling
     "cam": {"classifier": "cam", "use_reg_token": False, "use_head_gates": False, "l0_weight": 0.0,
             "mask_rate": 0.0},
@@ -50,7 +52,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
                   "l0_weight": 0.0, "mask_rate": 0.0},
 }
 BASELINES: tuple[str, ...] = ("cam", "mctformer")  # other methods: head sparsity does not apply
-ABLATIONS: tuple[str, ...] = ("full", "no_masking", "no_reg", "no_pruning")
+ABLATIONS: tuple[str, ...] = ("full", "no_masking", "no_reg", "no_pruning", "no_masking_no_pruning")
 
 LAMBDAS: tuple[float, ...] = (0.0, 0.001, 0.01, 0.1)
 MASK_RATES: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -217,12 +219,15 @@ def result_row(run_dir: str | Path, variant: str, summary: dict[str, Any], *, la
     cfg = TrainConfig.from_json(run_dir / "config.json")
     splits = summary["splits"]
     val, train_split = splits[cfg.val_split], splits.get(cfg.train_split, {})
+    trained = read_json(run_dir / "metrics.json")
     return {
         "label": label or variant, "variant": variant, "dataset": cfg.dataset, "seed": cfg.seed,
         "l0_weight": cfg.l0_weight, "mask_rate": cfg.mask_rate,
         "miou": val["miou"], "miou_train": train_split.get("miou"),
         "pixel_acc": val["pixel_acc"], "pixel_acc_train": train_split.get("pixel_acc"),
         "classifier_acc": val["classifier_acc"], "classifier_map": val.get("classifier_map"),
+        # the all-negative rate of the run's val images: a classifier at it has not learned
+        "chance_acc": trained.get("val_chance_acc"),
         # Head sparsity is a property of our gated model; the baselines are other architectures.
         "sparsity": None if variant in BASELINES else summary["sparsity"],
         "mean_threshold_miou": val.get("mean_threshold_miou"),
@@ -253,6 +258,20 @@ def training_log(run_dirs: Sequence[str | Path]) -> pd.DataFrame:
         run_dir = Path(run_dir)
         log = pd.read_json(run_dir / "log.jsonl", lines=True)
         log["seed"] = TrainConfig.from_json(run_dir / "config.json").seed
+        frames.append(log)
+    return pd.concat(frames, ignore_index=True)
+
+
+def learning_log(rows: pd.DataFrame) -> pd.DataFrame:
+    """The per-epoch log of every row of a `run_table` (label, dataset, seed; `gated` for runs with gates)."""
+    frames = []
+    for row in rows.itertuples(index=False):
+        log = pd.read_json(Path(row.run_dir) / "log.jsonl", lines=True)
+        cfg = TrainConfig.from_json(Path(row.run_dir) / "config.json")
+        log.insert(0, "seed", row.seed)
+        log.insert(0, "dataset", row.dataset)
+        log.insert(0, "label", row.label)
+        log["gated"] = cfg.use_head_gates and row.variant not in BASELINES
         frames.append(log)
     return pd.concat(frames, ignore_index=True)
 

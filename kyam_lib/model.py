@@ -51,7 +51,8 @@ class TokenLayout:
 class HeadGate(nn.Module):
     """Hard-concrete gate per head (Louizos et al. 2018), hard 0/1 with a straight-through gradient.
 
-    Training samples u ~ U(0,1) once per forward (shared by the batch); evaluation uses u = 1/2.
+    Training samples u ~ U(0,1) once per forward (shared by the batch); evaluation uses u = 1/2
+    unless a `noise` is given (u = 1 holds every gate open, as during the L0 warm-up).
     """
 
     def __init__(self, num_heads: int, *, temperature: float = 0.33, stretch: tuple[float, float] = (-0.1, 1.1),
@@ -69,9 +70,7 @@ class HeadGate(nn.Module):
 
     def forward(self, noise: Tensor | None = None) -> Tensor:
         """(H,) gate values; `noise` (H,) replaces the training draw (one shared stream across ranks)."""
-        if not self.training:
-            noise = None
-        elif noise is None:
+        if noise is None and self.training:
             noise = torch.rand_like(self.log_alpha)
         if noise is not None:
             eps = torch.finfo(self.log_alpha.dtype).eps
@@ -179,7 +178,8 @@ class KyamOutput:
     logits: (B, C). head_gates: (L, H) gate values used in this forward (evaluation: 0/1).
     class_attention: (B, L, H, C, P) class-token → patch attention, when requested; H = 1 with
         `attention_heads="gated_mean"` (each block's heads already averaged with the gates).
-    patch_logits: (B, C, P) per-patch class scores of the "cam" classifier, else None.
+    patch_logits: (B, C, P) per-patch class scores W·f of the "cam" classifier, without the bias
+        (the class activation maps); logits = their mean + bias. None for the other classifiers.
     """
 
     logits: Tensor
@@ -227,7 +227,7 @@ class KyamViT(nn.Module):
             self.head = nn.Linear(c.num_classes * c.embed_dim, c.num_classes)
         elif c.classifier == "cam":
             self.head = nn.Linear(c.embed_dim, c.num_classes)
-        else:  # "token_mean": each class token's output averaged over channels is its logit
+        else:  # "token_mean": each class token's raw output averaged over channels is its logit
             self.head = nn.Identity()
         self._init_weights()
 
@@ -273,7 +273,7 @@ class KyamViT(nn.Module):
         """images (B, C_in, H, W); labels (B, C) multi-hot enable class-token masking in training.
 
         `mask_uniforms` (B, C) in [0, 1) replaces the masking draws (per-sample seeding across ranks);
-        `gate_noise` (L, H) in (0, 1) replaces the gates' training draws.
+        `gate_noise` (L, H) in (0, 1) replaces the gates' draws (in evaluation too: ones hold every gate open).
         `attention_heads="gated_mean"` returns class_attention (B, L, 1, C, P), each block's heads
         averaged with the gates of this forward (`gated_head_mean`): the class maps of the default
         head weighting (pass head_gates=None to `class_maps`) at 1/H of the memory.
@@ -303,20 +303,23 @@ class KyamViT(nn.Module):
                     # Filled block by block: stacking a list at the end would hold every block's rows twice.
                     class_attention = attention.new_empty((B, len(self.blocks), *attention.shape[1:]))
                 class_attention[:, index] = attention
-        x = self.norm(x)
         patch_logits = None
         if self.config.classifier == "cam":
-            patch_logits = self.head(x[:, layout.patches]).transpose(1, 2)
-            logits = patch_logits.mean(dim=-1)
+            # CAM's maps are W·f without the bias (standard CAM); the logit adds it after pooling,
+            # which equals pooling the biased patch scores.
+            patch_logits = F.linear(self.norm(x[:, layout.patches]), self.head.weight).transpose(1, 2)
+            logits = patch_logits.mean(dim=-1) + self.head.bias
+        elif self.config.classifier == "token_mean":
+            # MCTformer: the channel mean of each class token's raw last-block output. After a
+            # LayerNorm that mean is pinned near the norm's bias (|mean - mean(beta)| <= std(gamma)),
+            # so the logit could not learn; the final norm is not applied here.
+            logits = x[:, layout.class_tokens].mean(dim=-1)
         else:
-            class_out = x[:, layout.class_tokens]
+            class_out = self.norm(x[:, layout.class_tokens])
             if self.training and labels is not None:
                 class_out = mask_absent_class_tokens(class_out, labels, self.config.mask_rate,
                                                      generator=generator, uniforms=mask_uniforms)
-            if self.config.classifier == "class_tokens":
-                logits = self.head(class_out.flatten(1))
-            else:
-                logits = class_out.mean(dim=-1)
+            logits = self.head(class_out.flatten(1))
         return KyamOutput(
             logits=logits,
             head_gates=torch.stack(gates),

@@ -54,6 +54,42 @@ def training_curves(log: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+def learning_curves(log: pd.DataFrame, *, hue: str = "label") -> plt.Figure:
+    """Val classifier accuracy (left) and head sparsity (right) per epoch of every run in `log`
+    (columns epoch, seed, `hue`, val_classifier_acc, val_chance_acc, sparsity, gates_held_open).
+
+    The dashed line is the all-negative rate: a run on it has learned nothing. Epochs whose gates
+    were held open (the L0 warm-up) are shaded; sparsity is drawn only for runs with gates.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    sns.lineplot(data=log, x="epoch", y="val_classifier_acc", hue=hue, units="seed", estimator=None,
+                 marker="o", markersize=3, ax=axes[0])
+    chance = float(log["val_chance_acc"].mean()) if "val_chance_acc" in log else None
+    if chance is not None:
+        axes[0].axhline(chance, color="0.4", linestyle="--", linewidth=1)
+        axes[0].annotate("all-negative rate", (log["epoch"].min(), chance), xytext=(2, 3),
+                         textcoords="offset points", fontsize=8, color="0.3")
+    axes[0].set_title("val classifier accuracy")
+    gated = log[log.get("gated", True)] if "gated" in log else log
+    if len(gated):
+        sns.lineplot(data=gated, x="epoch", y="sparsity", hue=hue, units="seed", estimator=None,
+                     marker="o", markersize=3, ax=axes[1])
+    axes[1].set_title("head sparsity (runs with gates)")
+    axes[1].set_ylim(-0.02, 1.02)
+    held = log.loc[log.get("gates_held_open", False) == True, "epoch"] if "gates_held_open" in log else []  # noqa: E712
+    for ax in axes:
+        ax.set_ylabel("")
+        if len(held):
+            ax.axvspan(0.5, float(max(held)) + 0.5, color="0.9", zorder=0)
+    axes[1].text(0.02, 0.95, "shaded: gates held open (L0 warm-up)", transform=axes[1].transAxes, fontsize=8,
+                 va="top", color="0.3")
+    for ax in axes:
+        if ax.get_legend() is not None:
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def threshold_curve(curve: pd.DataFrame, *, best: float | None = None) -> plt.Figure:
     """mIoU and pixel accuracy against the background score t, per split (mean ± sd over seeds)."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharex=True)

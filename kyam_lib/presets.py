@@ -29,7 +29,7 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     # full: the quick settings; `make reproduce PRESET=full` runs them for 3 seeds (about 3x as long).
     "full": dict(_QUICK),
     "paper": dict(model_size="base", patch_size=16, image_size=[224, 224], epochs=200, batch_size=64,
-                  lr=5e-4, gate_lr=5e-4, warmup_epochs=5.0, l0_weight=0.01, mask_rate=0.5,
+                  lr=5e-4, gate_lr_ratio=1.0, warmup_epochs=5.0, l0_weight=0.01, mask_rate=0.5,
                   pretrained=""),  # paper: 16 heads; timm ViT-B weights (12 heads) load but split differently
 }
 

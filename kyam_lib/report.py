@@ -153,7 +153,7 @@ def display_table(stats: pd.DataFrame, *, keys: Sequence[str], columns: Mapping[
 # Columns of the comparison tables: row field → title (values are fractions, shown in percent).
 COMPARISON_COLUMNS: dict[str, str] = {"miou": "mIoU val %", "miou_train": "mIoU train %",
                                       "pixel_acc": "pixel acc val %", "classifier_acc": "classifier acc val %",
-                                      "sparsity": "head sparsity %"}
+                                      "chance_acc": "all-negative acc val %", "sparsity": "head sparsity %"}
 PAPER_MAIN_COLUMNS: dict[str, dict[str, float]] = {
     "full": {"paper (VOC 2012, ViT-B): pseudo-mask mIoU val %": PAPER_VOC_PSEUDO["ours (paper)"][1],
              "paper (VOC 2012, ViT-B): pseudo-mask mIoU train %": PAPER_VOC_PSEUDO["ours (paper)"][0]},

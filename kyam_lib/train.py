@@ -47,8 +47,8 @@ from .penalty import l0_penalty, sparsity_rate
 from .presets import preset_overrides
 from .pretrained import init_from_timm
 
-__all__ = ["TrainingError", "SeededAugmentation", "model_config_for", "build_datasets", "make_optimizer",
-           "make_scheduler", "gates_warming_up", "train", "main"]
+__all__ = ["TrainingError", "SeededAugmentation", "CachedItems", "model_config_for", "build_datasets", "make_optimizer",
+           "make_scheduler", "gates_warming_up", "gate_ramp", "chance_accuracy", "train", "main"]
 
 # Outputs of a run that a fresh (not resumed) run replaces; other files in --out are left alone.
 RUN_OUTPUTS = ("config.json", "log.jsonl", "metrics.json", "checkpoints", "model")
@@ -96,12 +96,37 @@ def build_datasets(cfg: TrainConfig):
     train_set = build_dataset(cfg.dataset, dataset_root, cfg.train_split, image_size=cfg.image_size,
                               augment=cfg.augment)
     val_set = build_dataset(cfg.dataset, dataset_root, cfg.val_split, image_size=cfg.image_size, augment=False)
-    return _subset(train_set, cfg.max_train_images, cfg.seed), _subset(val_set, cfg.max_val_images, cfg.seed)
+    train_set = _subset(train_set, cfg.max_train_images, cfg.seed)
+    val_set = _subset(val_set, cfg.max_val_images, cfg.seed)
+    if cfg.cache_items:
+        return CachedItems(train_set), CachedItems(val_set)
+    return train_set, val_set
+
+
+class CachedItems(Dataset):
+    """Keeps each item of an un-augmented dataset after its first read (same items, decoded once).
+
+    Decoding a 64 px JPEG and PNG costs about as much as a tiny ViT's training step on the CPU.
+    The cache lives in the process that reads (with workers, one per worker).
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+        self._items: dict[int, dict] = {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        item = self._items.get(index)
+        if item is None:
+            item = self._items[index] = self.dataset[index]
+        return item
 
 
 def dataset_info(dataset) -> Any:
-    """The loader behind a Subset / SeededAugmentation wrapper (class names, channels, ...)."""
-    while isinstance(dataset, (Subset, SeededAugmentation)):
+    """The loader behind a Subset / SeededAugmentation / CachedItems wrapper (class names, channels, ...)."""
+    while isinstance(dataset, (Subset, SeededAugmentation, CachedItems)):
         dataset = dataset.dataset
     return dataset
 
@@ -141,18 +166,27 @@ def gates_warming_up(cfg: TrainConfig, epochs_done: float) -> bool:
     return epochs_done < cfg.l0_warmup_epochs
 
 
-def l0_weight_at(cfg: TrainConfig, epochs_done: float) -> float:
-    """lambda after `l0_warmup_epochs` (0 = the paper's constant lambda from the first step), 0 before.
+def gate_ramp(cfg: TrainConfig, epochs_done: float) -> float:
+    """0 during the warm-up, then rising linearly to 1 over `gate_ramp_epochs` (1 at once if 0).
 
-    Short runs need the warm-up: while the classifier is still at chance, attention only adds
-    noise, so task gradients and the penalty together shut every head, and a shut head gets
-    no gradient that could open it again.
+    Scales the gates' lr and lambda. Short runs need both the warm-up and the ramp: while the
+    classifier is still at chance attention only adds noise, and gates switched on at full
+    strength shut heads faster than the weights adapt; a shut head gets no gradient to reopen.
     """
-    return 0.0 if gates_warming_up(cfg, epochs_done) else cfg.l0_weight
+    if gates_warming_up(cfg, epochs_done):
+        return 0.0
+    if cfg.gate_ramp_epochs <= 0:
+        return 1.0
+    return min(1.0, (epochs_done - cfg.l0_warmup_epochs) / cfg.gate_ramp_epochs)
+
+
+def l0_weight_at(cfg: TrainConfig, epochs_done: float) -> float:
+    """lambda x `gate_ramp` (the paper's constant lambda from the first step when both are 0)."""
+    return cfg.l0_weight * gate_ramp(cfg, epochs_done)
 
 
 def make_optimizer(model: KyamViT, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW (0.9, 0.95); gates get their own lr and no decay; tokens, norms and biases no decay."""
+    """AdamW (0.9, 0.95); gates get lr x gate_lr_ratio and no decay; tokens, norms and biases no decay."""
     no_decay_names = model.no_weight_decay()
     groups: dict[str, list] = {"decay": [], "no_decay": [], "gates": []}
     for name, param in model.named_parameters():
@@ -167,7 +201,7 @@ def make_optimizer(model: KyamViT, cfg: TrainConfig) -> torch.optim.AdamW:
     param_groups = [
         {"params": groups["decay"], "weight_decay": cfg.weight_decay, "lr": cfg.lr, "name": "decay"},
         {"params": groups["no_decay"], "weight_decay": 0.0, "lr": cfg.lr, "name": "no_decay"},
-        {"params": groups["gates"], "weight_decay": 0.0, "lr": cfg.gate_lr, "name": "gates"},
+        {"params": groups["gates"], "weight_decay": 0.0, "lr": cfg.lr * cfg.gate_lr_ratio, "name": "gates"},
     ]
     return torch.optim.AdamW([g for g in param_groups if g["params"]], betas=(0.9, 0.95))
 
@@ -183,8 +217,8 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per
         progress = (step - warmup) / max(1, total - warmup)
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
-    def gate_factor(step: int) -> float:  # gates are frozen during the warm-up (see l0_weight_at)
-        return 0.0 if gates_warming_up(cfg, step / steps_per_epoch) else factor(step)
+    def gate_factor(step: int) -> float:  # frozen during the warm-up, then ramped in (see gate_ramp)
+        return factor(step) * gate_ramp(cfg, step / steps_per_epoch)
 
     factors = [gate_factor if group.get("name") == "gates" else factor for group in optimizer.param_groups]
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
@@ -246,19 +280,23 @@ def _set_rng_state(state: dict[str, Any], gate_generator: torch.Generator, devic
 
 @torch.no_grad()
 def evaluate_classifier(model: KyamViT, loader: DataLoader, device: torch.device, amp_dtype,
-                        kernels=contextlib.nullcontext) -> dict[str, float]:
+                        kernels=contextlib.nullcontext, *, gates_open: bool = False) -> dict[str, float]:
     """Validation loss and classifier accuracy over the whole split, every image counted once.
 
     Each rank scores its `shard_indices` share; losses are summed and logits gathered over ranks.
+    `gates_open` scores the network with every head gate held open (what the L0 warm-up trains)
+    instead of the evaluation gates.
     """
     model.eval()
+    depth, heads = len(model.blocks), model.config.num_heads
+    gate_noise = torch.ones(depth, heads, device=device) if gates_open else None
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     logits_all = [torch.zeros(0, model.config.num_classes, device=device)]
     labels_all = [torch.zeros(0, model.config.num_classes, device=device)]
     for batch in loader:
         images, labels = batch["image"].to(device), batch["labels"].to(device)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None), kernels():
-            output = model(images)
+            output = model(images, gate_noise=gate_noise)
         loss_sum += model.loss(output, labels).double() * len(images)  # the loss is a mean over the batch
         logits_all.append(output.logits.float())
         labels_all.append(labels.float())
@@ -268,7 +306,18 @@ def evaluate_classifier(model: KyamViT, loader: DataLoader, device: torch.device
         "val_loss": float(total_loss) / len(labels),
         "val_classifier_acc": classifier_accuracy(logits, labels, multi_label=model.config.multi_label,
                                                   from_logits=True),
+        "val_chance_acc": chance_accuracy(labels, multi_label=model.config.multi_label),
     }
+
+
+def chance_accuracy(labels: torch.Tensor, *, multi_label: bool) -> float:
+    """Accuracy of a classifier that ignores the image: answering "absent" for every class
+    (multi-label; (N, C) multi-hot labels), or always the most frequent class (single-label).
+    A classifier at this rate has not learned, and its attention maps are no evidence."""
+    labels = labels.float()
+    if multi_label:
+        return float(1.0 - labels.mean()) if labels.numel() else 0.0
+    return float(labels.sum(0).max() / max(len(labels), 1))
 
 
 def _check_finite(loss: torch.Tensor, *, what: str, out_dir: Path, epoch: int, step: int, cfg: TrainConfig) -> None:
@@ -279,7 +328,7 @@ def _check_finite(loss: torch.Tensor, *, what: str, out_dir: Path, epoch: int, s
         kept = f"the last good checkpoint is kept: {last}" if last else "no checkpoint had been written yet"
         raise TrainingError(f"{out_dir}: non-finite {what} ({float(loss.detach())}) "
                             f"at epoch {epoch + 1}, step {step + 1}; "
-                            f"{kept}. Lower TrainConfig.lr ({cfg.lr}) or gate_lr ({cfg.gate_lr}), or set grad_clip.")
+                            f"{kept}. Lower TrainConfig.lr ({cfg.lr}) or gate_lr_ratio ({cfg.gate_lr_ratio}), or set grad_clip.")
 
 
 def _resume_state(checkpoint: Path, model_config: ModelConfig, *, num_classes: int, num_channels: int):
@@ -411,9 +460,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
             "train_cls_loss": float(sums[1]),
             "l0": float(sums[2]),
             "lr": scheduler.get_last_lr()[0],
-            **evaluate_classifier(model, val_loader, device, amp_dtype, kernels),
-            "sparsity": sparsity_rate(model),
+            # During the L0 warm-up the network being trained has every gate open: score that one.
+            "gates_held_open": gates_warming_up(cfg, epoch + 1),
         }
+        record.update(evaluate_classifier(model, val_loader, device, amp_dtype, kernels,
+                                          gates_open=record["gates_held_open"]))
+        record["sparsity"] = 0.0 if record["gates_held_open"] else sparsity_rate(model)
         if dist.is_main():
             if first_write:
                 if fresh:

@@ -174,8 +174,36 @@ def test_baseline_classifiers(classifier):
     assert out.logits.shape == (2, 5)
     if classifier == "cam":
         assert out.patch_logits.shape == (2, 5, 24)
-        torch.testing.assert_close(out.logits, out.patch_logits.mean(-1))
+        model.head.bias.data.uniform_(-1, 1)
+        out = model(torch.randn(2, 3, 32, 48), return_attention=True)
+        # maps without the bias (standard CAM), logits = pooled maps + bias
+        torch.testing.assert_close(out.logits, out.patch_logits.mean(-1) + model.head.bias)
         assert out.class_attention.shape == (2, 3, 4, 1, 24)
+
+
+@pytest.mark.parametrize("variant", ["class_tokens", "token_mean", "cam"])
+def test_every_classifier_sends_the_backbone_a_gradient_at_initialisation(variant):
+    """A logit pinned by a LayerNorm (the channel mean of a normalised token) gives the backbone
+    no gradient at initialisation; every classifier kind must give it one of comparable size."""
+    norms = {}
+    for kind in ("class_tokens", variant):
+        torch.manual_seed(0)
+        model = KyamViT(tiny(classifier=kind, use_reg_token=kind == "class_tokens",
+                             use_head_gates=False)).train()
+        images, labels = torch.randn(8, 3, 32, 32), (torch.rand(8, 5) < 0.3).float()
+        model.loss(model(images), labels).backward()
+        norms[kind] = torch.stack([p.grad.norm() for n, p in model.named_parameters()
+                                   if n.startswith("blocks.") and p.grad is not None]).norm()
+    assert norms[variant] > 0.005 * norms["class_tokens"], norms  # within 200x; a pinned logit gives ~0
+
+
+def test_token_mean_logit_is_the_raw_class_token_mean():
+    model = KyamViT(tiny(classifier="token_mean", use_reg_token=False, use_head_gates=False)).eval()
+    captured = {}
+    model.norm.register_forward_hook(lambda *args: captured.setdefault("normed", True))
+    out = model(torch.randn(2, 3, 32, 32))
+    assert "normed" not in captured  # the final norm would pin the mean to its bias
+    assert out.logits.abs().max() > 0
 
 
 def test_losses():

@@ -211,7 +211,8 @@ def test_smoke_runs_are_shared_between_notebooks(smoke_results):
     _, runs, _ = smoke_results
     shapes = sorted(p.name for p in (runs / "smoke" / "shapes").iterdir())
     assert shapes == sorted([
-        "full_seed0", "no_masking_seed0", "no_reg_seed0", "no_pruning_seed0", "cam_seed0", "mctformer_seed0",
+        "full_seed0", "no_masking_seed0", "no_reg_seed0", "no_pruning_seed0", "no_masking_no_pruning_seed0",
+        "cam_seed0", "mctformer_seed0",
         "full_l0_weight-0.001_seed0", "full_l0_weight-0.1_seed0", "full_mask_rate-0.25_seed0",
         "full_mask_rate-0.75_seed0", "full_mask_rate-1.0_seed0", "seg_pseudo_seed0", "seg_full_supervision_seed0"])
     regions = sorted(p.name for p in (runs / "smoke" / "regions").iterdir())

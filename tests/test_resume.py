@@ -144,7 +144,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(data_root, tmp
 
 
 def test_absurd_learning_rate_fails_before_writing_anything(data_root, tmp_path):
-    cfg = smoke_config(data_root, tmp_path / "run", lr=1e30, gate_lr=1e30, grad_clip=0.0, epochs=1)
+    cfg = smoke_config(data_root, tmp_path / "run", lr=1e30, grad_clip=0.0, epochs=1)
     with pytest.raises(TrainingError, match="non-finite .* at epoch 1.*no checkpoint had been written yet"):
         train(cfg, show_progress=False)
     assert not (tmp_path / "run").exists()

@@ -11,8 +11,10 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
 from kyam_lib.checkpoint import load_checkpoint
-from kyam_lib.config import TrainConfig
-from kyam_lib.train import build_datasets, evaluate_classifier, l0_weight_at, make_optimizer, make_scheduler, train
+from kyam_lib.config import ConfigError, TrainConfig
+from kyam_lib.model import KyamViT
+from kyam_lib.train import (build_datasets, evaluate_classifier, l0_weight_at, make_optimizer, make_scheduler,
+                             model_config_for, train)
 from train_helpers import log_records, smoke_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,13 +51,15 @@ def test_scheduler_warms_up_then_decays():
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1)
 
 
-def test_gate_warmup_freezes_gates_and_holds_lambda_at_zero():
-    cfg = TrainConfig(epochs=4, warmup_epochs=0.0, lr=1.0, gate_lr=0.5, l0_weight=0.01, l0_warmup_epochs=1.5)
-    assert [l0_weight_at(cfg, e) for e in (0.0, 1.49, 1.5, 3.0)] == [0.0, 0.0, 0.01, 0.01]
+def test_gate_warmup_freezes_gates_then_ramps_gate_lr_and_lambda_in():
+    cfg = TrainConfig(epochs=4, warmup_epochs=0.0, lr=1.0, gate_lr_ratio=0.5, l0_weight=0.01,
+                      l0_warmup_epochs=1.5, gate_ramp_epochs=1.0)
+    assert [l0_weight_at(cfg, e) for e in (0.0, 1.49, 1.5, 2.0, 2.5, 3.0)] == pytest.approx(
+        [0.0, 0.0, 0.0, 0.005, 0.01, 0.01])
     assert l0_weight_at(TrainConfig(l0_weight=0.01, l0_warmup_epochs=0.0), 0.0) == 0.01  # the paper: from the start
     params = [torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(1))]
     optimizer = torch.optim.SGD([{"params": params[:1], "lr": cfg.lr, "name": "decay"},
-                                 {"params": params[1:], "lr": cfg.gate_lr, "name": "gates"}], lr=cfg.lr)
+                                 {"params": params[1:], "lr": cfg.lr * cfg.gate_lr_ratio, "name": "gates"}], lr=cfg.lr)
     scheduler = make_scheduler(optimizer, cfg, steps_per_epoch=2)
     gate_lrs, other_lrs = [], []
     for _ in range(8):
@@ -63,10 +67,36 @@ def test_gate_warmup_freezes_gates_and_holds_lambda_at_zero():
         gate_lrs.append(optimizer.param_groups[1]["lr"])
         optimizer.step()
         scheduler.step()
-    # 1.5 warm-up epochs = the first 3 steps: gate lr 0, then gate_lr on the shared cosine schedule
-    assert gate_lrs[:3] == [0.0, 0.0, 0.0] and gate_lrs[3] > 0
-    assert gate_lrs[3:] == pytest.approx([0.5 * lr for lr in other_lrs[3:]])
+    # 1.5 warm-up epochs = the first 3 steps: gate lr 0; then a 1-epoch (2-step) linear ramp
+    # (step 3 = 1.5 epochs: 0, step 4 = 2.0 epochs: 1/2) to ratio x the shared cosine schedule
+    assert gate_lrs[:4] == [0.0, 0.0, 0.0, 0.0]
+    assert gate_lrs[4] == pytest.approx(0.5 * 0.5 * other_lrs[4])
+    assert gate_lrs[5:] == pytest.approx([0.5 * lr for lr in other_lrs[5:]])
     assert all(lr > 0 for lr in other_lrs)
+
+
+def test_make_optimizer_ties_the_gate_lr_to_the_weight_lr():
+    cfg = TrainConfig(model_size="tiny", lr=2e-3, gate_lr_ratio=5.0)
+    model = KyamViT(model_config_for(cfg, num_classes=3, in_channels=3, multi_label=True))
+    lrs = {group["name"]: group["lr"] for group in make_optimizer(model, cfg).param_groups}
+    assert lrs == {"decay": 2e-3, "no_decay": 2e-3, "gates": pytest.approx(1e-2)}
+
+
+def test_warmup_epochs_log_the_network_with_every_gate_open(data_root, tmp_path):
+    cfg = smoke_config(data_root, tmp_path / "w", epochs=2, use_head_gates=True, l0_warmup_epochs=1.5)
+    train(cfg, show_progress=False)
+    first, second = log_records(tmp_path / "w")
+    assert first["gates_held_open"] is True and first["sparsity"] == 0.0
+    assert second["gates_held_open"] is False
+    model = load_checkpoint(tmp_path / "w" / "checkpoints" / "epoch_0001").model.eval()
+    dataset = build_datasets(cfg)[1]
+    images = torch.stack([dataset[i]["image"] for i in range(len(dataset))])
+    labels = torch.stack([dataset[i]["labels"] for i in range(len(dataset))])
+    with torch.no_grad():
+        held_open = model(images, gate_noise=torch.ones(4, 4))
+        evaluation_gates = model(images)
+    assert held_open.head_gates.min() == 1.0 and evaluation_gates.head_gates.min() == 0.0
+    assert first["val_loss"] == pytest.approx(float(model.loss(held_open, labels)), rel=1e-5)
 
 
 def test_gates_stay_open_and_untrained_during_the_warmup(data_root, tmp_path):
@@ -76,9 +106,9 @@ def test_gates_stay_open_and_untrained_during_the_warmup(data_root, tmp_path):
         return load_checkpoint(tmp_path / name / "model").model.state_dict()
 
     # Within the warm-up, gate lr and lambda do not matter: gates open, untrained, no penalty.
-    a = run("a", l0_weight=0.1, gate_lr=0.5, l0_warmup_epochs=1.0)
-    b = run("b", l0_weight=1.0, gate_lr=5.0, l0_warmup_epochs=1.0)
-    c = run("c", l0_weight=0.1, gate_lr=0.5, l0_warmup_epochs=0.0)
+    a = run("a", l0_weight=0.1, gate_lr_ratio=50.0, l0_warmup_epochs=1.0)
+    b = run("b", l0_weight=1.0, gate_lr_ratio=500.0, l0_warmup_epochs=1.0)
+    c = run("c", l0_weight=0.1, gate_lr_ratio=50.0, l0_warmup_epochs=0.0)
     alphas = sorted(k for k in a if k.endswith("log_alpha"))
     assert alphas and all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in alphas)  # without the warm-up the gates train at once
@@ -119,3 +149,14 @@ def test_same_config_and_seed_give_identical_metrics(data_root, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert runs[0] == runs[1]
     assert runs[2]["train_loss"] != runs[0]["train_loss"]  # the seed matters, so equality is not vacuous
+
+
+def test_cached_items_train_the_same_weights(data_root, tmp_path):
+    runs = {}
+    for cache in (False, True):
+        cfg = smoke_config(data_root, tmp_path / str(cache), epochs=2, augment=False, cache_items=cache)
+        train(cfg, show_progress=False)
+        runs[cache] = load_checkpoint(tmp_path / str(cache) / "model").model.state_dict()
+    assert all(torch.equal(runs[False][k], runs[True][k]) for k in runs[False])
+    with pytest.raises(ConfigError, match="cache_items needs augment=false"):
+        smoke_config(data_root, tmp_path / "x", augment=True, cache_items=True)

@@ -53,7 +53,7 @@ SHAPE_NAMES = ("disk", "ring", "cross")
 TEXTURE_NAMES = ("hstriped", "vstriped", "dstriped", "checkered", "dotted", "ringed")
 _SPLIT_CODES = {"train": 1, "val": 2}
 # Bumped whenever a generator's output changes, so that `ensure_dataset` replaces old sets.
-GENERATOR_VERSIONS = {"shapes": 2, "regions": 1}
+GENERATOR_VERSIONS = {"shapes": 3, "regions": 1}
 
 # `shapes` difficulty. Version 1 (up to 4 class instances and 3 distractors, 13-41 px objects,
 # textures at any orientation, objects and clutter in the background's colours) left every
@@ -80,6 +80,13 @@ _SHAPES_TEXTURE_JITTER = np.pi / 24
 # 0.76 vs 0.71 chance; a 4-layer CNN gets 0.95 on the same images); at 0.35, with objects
 # 32-45 px across, it leaves chance after 2-3 epochs and reaches about 0.85 in 8.
 _SHAPES_TEXTURE_PERIOD = 0.35
+# A context that co-occurs with one class but is background in the masks (VOC's boat on water):
+# (class index, P(water | the class is in the image), P(water | it is not)). Instances of that
+# class sit on the water. A classifier may learn "water => class 0"; class-specific maps must not
+# paint the water.
+_SHAPES_CONTEXT = (0, 0.8, 0.08)
+_SHAPES_WATER_HSV = ((0.5, 0.62), (0.35, 0.6), (0.35, 0.6))  # hue, saturation, value ranges
+_SHAPES_HORIZON = (0.4, 0.6)            # water line / image size
 
 # ------------------------------------------------------------------------------------------
 # shapes
@@ -196,6 +203,20 @@ def _background(rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndar
     return image
 
 
+def _water(rng: np.random.Generator, image: np.ndarray, yy: np.ndarray, xx: np.ndarray) -> float:
+    """Paint a blue-green water body below a wavy horizon onto `image` in place; returns the horizon row."""
+    size = image.shape[0]
+    horizon = rng.uniform(*_SHAPES_HORIZON) * size
+    wave = rng.uniform(0.5, 1.5) * np.sin(xx[0] * rng.uniform(0.1, 0.3) + rng.uniform(0, 2 * np.pi))
+    below = yy >= horizon + wave[None, :]
+    hue, saturation, value = (rng.uniform(*r) for r in _SHAPES_WATER_HSV)
+    colour = np.array(colorsys.hsv_to_rgb(hue, saturation, value), dtype=np.float32)
+    shade = ndimage.gaussian_filter(rng.standard_normal((size, size)).astype(np.float32), sigma=(size / 32, size / 8))
+    shade = 1.0 + 0.12 * shade / (shade.std() + 1e-6)
+    image[below] = colour * shade[below][:, None]
+    return float(horizon)
+
+
 def draw_shapes_image(rng: np.random.Generator, *, image_size: int, classes: list[tuple[str, str]],
                       distractors: list[tuple[str, str]], max_tries: int = 500) -> tuple[np.ndarray, np.ndarray]:
     """One image: (H, W, 3) uint8 and its mask (H, W) uint8 (0 background, k+1 class k, 255 void).
@@ -205,7 +226,9 @@ def draw_shapes_image(rng: np.random.Generator, *, image_size: int, classes: lis
     random size (32-45 px across at 64 px, 0.85x / 0.78x that with 3 / 4 objects), rotation,
     aspect, hue and texture phase, so they may occlude each other; the placement is redrawn
     until every class instance keeps >= 80 % of its area (a distractor >= 50 %) visible. The
-    void band is 2 px wide and follows every class-instance boundary, as in VOC.
+    void band is 2 px wide and follows every class-instance boundary, as in VOC. Water (background
+    in the mask) fills the lower part of 80 % of the images holding class 0, with class 0 on it,
+    and of 8 % of the others.
     """
     size = image_size
     scale = size / 64
@@ -220,6 +243,11 @@ def draw_shapes_image(rng: np.random.Generator, *, image_size: int, classes: lis
         objects.append((-1, distractors[rng.integers(len(distractors))]))
     class_of = np.array([c for c, _ in objects] + [-1])  # owner -1 indexes the trailing -1
     is_class = class_of[:-1] >= 0
+    context_class, p_with, p_without = _SHAPES_CONTEXT
+    horizon = None
+    if rng.uniform() < (p_with if context_class in class_of else p_without):
+        horizon = _water(rng, background, yy, xx)
+    on_water = class_of[:-1] == (context_class if horizon is not None else -2)
     shrink = _SHAPES_CROWD_SHRINK.get(len(objects), 1.0)
     for attempt in range(max_tries):
         if attempt and attempt % 100 == 0:
@@ -232,6 +260,8 @@ def draw_shapes_image(rng: np.random.Generator, *, image_size: int, classes: lis
         for obj in order:
             radius = rng.uniform(*_SHAPES_RADIUS) * shrink * size
             cx, cy = rng.uniform(_SHAPES_CENTRE[0] * size, _SHAPES_CENTRE[1] * size, 2)
+            if on_water[obj]:  # the context's class floats on the water
+                cy = rng.uniform(max(horizon, _SHAPES_CENTRE[0] * size), 0.8 * size)
             angle, aspect = rng.uniform(0, 2 * np.pi), np.exp(rng.uniform(-0.15, 0.15))
             dx, dy = xx - cx, yy - cy
             u = (dx * np.cos(angle) + dy * np.sin(angle)) / (radius * aspect)
@@ -284,7 +314,7 @@ def _publish(tmp: Path, root: Path) -> Path:
 
 
 
-def generate_shapes(root: str | os.PathLike, *, seed: int = 0, num_train: int = 2000, num_val: int = 500,
+def generate_shapes(root: str | os.PathLike, *, seed: int = 0, num_train: int = 6000, num_val: int = 500,
                     image_size: int = 64, num_classes: int = 6) -> Path:
     """Write the SYNTHETIC `shapes` set in PASCAL VOC layout into `root` (must not exist or be empty).
 
@@ -322,7 +352,7 @@ def generate_shapes(root: str | os.PathLike, *, seed: int = 0, num_train: int = 
             version=GENERATOR_VERSIONS["shapes"],
             seed=seed, num_train=num_train, num_val=num_val, image_size=image_size, num_classes=num_classes,
             classes="\n".join(f"  {k + 1}: {n}" for k, n in enumerate(class_names)),
-            distractors=", ".join(f"{t}_{s}" for s, t in distractors),
+            distractors=", ".join(f"{t}_{s}" for s, t in distractors), context_class=class_names[_SHAPES_CONTEXT[0]],
         ))
         _publish(tmp, root)
     finally:
@@ -349,6 +379,9 @@ holds 1, 2 or 3 classes (50 / 30 / 20 %; sometimes a second instance) at random 
 across at 64 px), rotation and aspect, painted in random order so that they may occlude each
 other (>= 80 % of every class instance stays visible), on a greyish background with a faint
 texture and muted clutter strokes and blobs; half of the images also hold one distractor.
+Context: blue-green water (background in the masks) fills the lower part of 80 % of the images
+that hold class 1 ({context_class}), which floats on it, and of 8 % of the others, as boats and
+water in VOC: a classifier may learn the water, a class-specific map must not paint it.
 Textures are dark patterns on a bright object colour (hstriped = horizontal stripes, vstriped =
 vertical, dstriped = diagonal either way), with a period of 3-4 px, finer than an 8 x 8 patch.
 
