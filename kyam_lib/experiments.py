@@ -23,14 +23,14 @@ import pandas as pd
 
 from .config import TrainConfig
 from .io import read_json
-from .presets import preset_overrides
+from .presets import preset_overrides, seg_preset_overrides
 
 __all__ = [
     "VARIANTS", "BASELINES", "ABLATIONS", "LAMBDAS", "MASK_RATES", "LAMBDA_LABELS", "MASK_RATE_LABELS",
     "EVAL_MAX_IMAGES", "RunSpec", "variant_overrides",
     "eval_blocks_for", "lambda_run", "mask_rate_run", "experiment_config", "run_variant", "evaluate_variant",
     "result_row", "run_table", "training_log", "learning_log", "eval_frames", "load_run_model", "head_gate_maps", "sample_ids",
-    "qualitative_samples", "class_maps_of", "SEG_EPOCHS", "segmentation_config", "run_segmentation",
+    "qualitative_samples", "class_maps_of", "segmentation_config", "run_segmentation",
     "SYNTHETIC_DATASETS", "Session", "session", "lambda_runs", "mask_rate_runs", "given", "gate_maps_for",
     "training_summary", "data_overview",
 ]
@@ -188,13 +188,15 @@ def run_variant(preset: str, variant: str = "full", *, seed: int = 0, dataset: s
         shutil.rmtree(run_dir)  # another configuration under this name (a preset changed): start again
     print(f"training {run_dir}")
     train(cfg, resume=same, show_progress=show_progress)
-    shutil.rmtree(run_dir / "eval", ignore_errors=True)  # scores of an older model
+    for scores in ("eval", "eval_segmentation"):  # scores of an older model
+        shutil.rmtree(run_dir / scores, ignore_errors=True)
     return run_dir
 
 
 def evaluate_variant(run_dir: str | Path, variant: str = "full", *, preset: str | None = None,
-                     max_images: int | None = None, save_masks: bool = True) -> dict[str, Any]:
-    """Pseudo-mask scores of a trained run (cached in <run_dir>/eval); see `kyam_lib.evaluate.evaluate_run`."""
+                     max_images: int | None = None, save_masks: bool = True,
+                     eval_name: str = "eval") -> dict[str, Any]:
+    """Pseudo-mask scores of a trained run (cached in <run_dir>/<eval_name>); see `kyam_lib.evaluate.evaluate_run`."""
     from .evaluate import EvalConfig, evaluate_run
     from .model import MODEL_SIZES
 
@@ -203,10 +205,10 @@ def evaluate_variant(run_dir: str | Path, variant: str = "full", *, preset: str 
     if max_images is None:
         max_images = EVAL_MAX_IMAGES.get(preset or "", 0)
     depth = MODEL_SIZES[train_cfg.model_size][1]
-    cfg = EvalConfig(run_dir=str(run_dir), out_dir=str(run_dir / "eval"), blocks=eval_blocks_for(variant, depth),
+    eval_dir = run_dir / eval_name
+    cfg = EvalConfig(run_dir=str(run_dir), out_dir=str(eval_dir), blocks=eval_blocks_for(variant, depth),
                      max_images=max_images, save_masks=save_masks,
                      splits=(train_cfg.train_split, train_cfg.val_split), select_split=train_cfg.train_split)
-    eval_dir = run_dir / "eval"
     if _same_config(eval_dir / "config.json", cfg) and (eval_dir / "metrics.json").is_file():
         return read_json(eval_dir / "metrics.json")
     print(f"evaluating {run_dir}")
@@ -445,34 +447,36 @@ def data_overview(datasets: Sequence[str], *, data_root: str = "", splits: Seque
 
 
 # ---- downstream segmentation -----------------------------------------------------------------
-# Segmentation epochs per preset (the classifier's epochs where a preset is not listed).
-SEG_EPOCHS: dict[str, int] = {"smoke": 2}
-
-
 def segmentation_config(preset: str, supervision: str, *, seed: int = 0, dataset: str = "shapes",
                         data_root: str = "", runs_dir: str | Path = "runs", **overrides: Any):
     """The SegConfig of the "pseudo" (pseudo-masks of the cached "full" run) or "full_supervision" model.
 
-    Both models train on the same images — those the full run made pseudo-masks for — with the
-    classifier's model size, image size and optimisation settings.
+    Both models train on the same images — the first `train_images` of the full run's training
+    images (`SEG_PRESETS`), whose pseudo-masks an evaluation of the full run writes under
+    <run>/eval_segmentation (or <run>/eval when the scoring evaluation covers them) — with the classifier's data, image and patch size, but the
+    segmentation preset's own optimisation settings: a segmenter trained from scratch with the
+    classifier's lr and epochs collapses to all-background.
     """
     from .segmentation import GROUND_TRUTH, SegConfig
 
     if supervision not in ("pseudo", "full_supervision"):
         raise ValueError(f"supervision {supervision!r}: expected 'pseudo' or 'full_supervision'")
+    settings = seg_preset_overrides(preset)
+    train_images = settings.pop("train_images")
     run_dir = run_variant(preset, "full", seed=seed, dataset=dataset, data_root=data_root, runs_dir=runs_dir,
                           **overrides)
-    summary = evaluate_variant(run_dir, "full", preset=preset)
+    # the scoring evaluation when it already covers those images, else one of its own
+    eval_name = "eval" if train_images == EVAL_MAX_IMAGES.get(preset, 0) else "eval_segmentation"
+    summary = evaluate_variant(run_dir, "full", preset=preset, max_images=train_images, eval_name=eval_name)
     cfg = TrainConfig.from_json(run_dir / "config.json")
     masked_images = summary["splits"][cfg.train_split]["images"]
     split_size = len(_dataset_of(cfg, cfg.train_split))
     shared = {name: getattr(cfg, name) for name in (
-        "dataset", "data_root", "train_split", "val_split", "image_size", "max_val_images", "augment",
-        "num_workers", "model_size", "patch_size", "drop_path_rate", "pretrained", "batch_size", "lr",
-        "weight_decay", "warmup_epochs", "min_lr_ratio", "grad_clip", "amp", "device", "seed", "deterministic")}
-    masks = str(run_dir / "eval" / "pseudo_masks" / cfg.train_split) if supervision == "pseudo" else GROUND_TRUTH
+        "dataset", "data_root", "train_split", "val_split", "image_size", "max_val_images", "num_workers",
+        "model_size", "patch_size", "pretrained", "amp", "device", "seed", "deterministic")}
+    masks = str(run_dir / eval_name / "pseudo_masks" / cfg.train_split) if supervision == "pseudo" else GROUND_TRUTH
     out_dir = Path(runs_dir) / preset / dataset / f"seg_{supervision}_seed{seed}"
-    return SegConfig(**shared, masks=masks, epochs=SEG_EPOCHS.get(preset, cfg.epochs),
+    return SegConfig(**{**shared, **settings}, masks=masks,
                      max_train_images=masked_images if masked_images < split_size else 0, out_dir=str(out_dir))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["TRAIN_PRESETS", "preset_overrides"]
+__all__ = ["TRAIN_PRESETS", "SEG_PRESETS", "preset_overrides", "seg_preset_overrides"]
 
 # quick: sized so that `make reproduce` (17 classifier runs, 2 segmentation runs) takes about
 # 15 minutes on 2 CPU cores (~3 ms per training image-pass for "tiny", ~7 for "small"). The
@@ -38,3 +38,20 @@ def preset_overrides(name: str) -> dict[str, Any]:
     if name not in TRAIN_PRESETS:
         raise ValueError(f"unknown preset {name!r}; known presets: {sorted(TRAIN_PRESETS)}")
     return dict(TRAIN_PRESETS[name])
+
+
+# The downstream segmentation model's own settings per preset (SegConfig fields, plus
+# `train_images`: how many of the classifier's training images get pseudo-masks and train it;
+# 0 = all). Data, image size and patch size come from the classifier run.
+SEG_PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": dict(epochs=2, batch_size=16, lr=1e-3, warmup_epochs=0.5, augment=False, train_images=32),
+    "quick": dict(epochs=12, batch_size=32, lr=1e-3, warmup_epochs=1.0, augment=False, train_images=2000),
+    "paper": dict(train_images=0),
+}
+SEG_PRESETS["full"] = dict(SEG_PRESETS["quick"])
+
+
+def seg_preset_overrides(name: str) -> dict[str, Any]:
+    if name not in SEG_PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known presets: {sorted(SEG_PRESETS)}")
+    return dict(SEG_PRESETS[name])

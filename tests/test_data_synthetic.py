@@ -192,3 +192,32 @@ def test_default_data_root(monkeypatch, tmp_path):
     assert default_data_root() == tmp_path
     monkeypatch.delenv("KYAM_DATA_ROOT")
     assert default_data_root() == Path(data.__file__).resolve().parents[2] / "data"
+
+
+def test_water_context_co_occurs_with_class_0_and_is_background(monkeypatch):
+    """VOC's boat-on-water failure mode: the water goes with class 0 but is background in the mask."""
+    horizons = []
+    real_water = synthetic._water
+
+    def spy(rng, image, yy, xx):
+        horizons.append(real_water(rng, image, yy, xx))
+        return horizons[-1]
+
+    monkeypatch.setattr(synthetic, "_water", spy)
+    classes, distractors = shape_classes(6)
+    with_class, without_class = [], []
+    for i in range(300):
+        before = len(horizons)
+        image, mask = synthetic.draw_shapes_image(np.random.default_rng([7, i]), image_size=64, classes=classes,
+                                                  distractors=distractors)
+        has_water = len(horizons) > before
+        (with_class if (mask == 1).any() else without_class).append(has_water)
+        if has_water:
+            rows = np.nonzero(mask == 1)[0]
+            if rows.size:  # class 0 sits on the water: its centre is below the horizon
+                assert np.median(rows) >= horizons[-1] - 4
+            below = np.zeros_like(mask, dtype=bool)
+            below[int(horizons[-1]) + 3:] = True
+            water_pixels = below & (mask == 0)
+            assert water_pixels.any() and set(np.unique(mask[below])) <= {0, 1, 2, 3, 4, 5, 6, 255}
+    assert 0.7 < np.mean(with_class) < 0.9 and np.mean(without_class) < 0.15
