@@ -59,8 +59,9 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, params: CRFParams = CRFParam
     unary = -np.log(np.clip(probs, 1e-8, 1.0)).reshape(num_labels, -1)
     model.setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
     model.addPairwiseGaussian(sxy=params.pos_xy_std, compat=params.pos_w)
-    model.addPairwiseBilateral(sxy=params.bi_xy_std, srgb=params.bi_rgb_std, rgbim=np.ascontiguousarray(image),
-                               compat=params.bi_w)
+    # pydensecrf needs a writable buffer; dataset images may be read-only views.
+    rgb = np.require(image, requirements=("C", "W"))
+    model.addPairwiseBilateral(sxy=params.bi_xy_std, srgb=params.bi_rgb_std, rgbim=rgb, compat=params.bi_w)
     marginals = model.inference(params.iterations)
     return np.asarray(marginals, dtype=np.float32).reshape(num_labels, height, width)
 
