@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from kyam_lib.crf import CRFParams, crf_available, crf_masks, dense_crf
+from kyam_lib.crf_report import crf_comparison
 from kyam_lib.evaluate import EvalConfig, evaluate_run
 from kyam_lib.pseudo_masks import load_mask_png
 from wsss_fixtures import VOC_ODD_ITEMS, train_tiny_voc_run, write_voc_odd
@@ -66,10 +67,16 @@ def test_crf_time_on_a_voc_sized_image():
     assert time.perf_counter() - started < 30.0  # about 0.7 s here; a sanity bound on a shared CPU
 
 
+@pytest.fixture(scope="module")
+def voc_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("voc_crf")
+    write_voc_odd(root / "data")
+    return train_tiny_voc_run(root / "data", root / "run")
+
+
 @needs_crf
-def test_evaluate_run_reports_masks_with_and_without_crf(tmp_path):
-    write_voc_odd(tmp_path / "data")
-    run = train_tiny_voc_run(tmp_path / "data", tmp_path / "run")
+def test_evaluate_run_reports_masks_with_and_without_crf(voc_run):
+    run = voc_run
     summary = evaluate_run(EvalConfig(run_dir=str(run), splits=("val",), select_split="val", crf=True,
                                       device="cpu"))
     entry = summary["splits"]["val"]
@@ -92,3 +99,22 @@ def test_the_core_package_does_not_import_pydensecrf():
     code = ("import sys, kyam_lib.evaluate, kyam_lib.score, kyam_lib.crf, kyam_lib.experiments; "
             "assert 'pydensecrf' not in sys.modules and 'pydensecrf.densecrf' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@needs_crf
+def test_crf_comparison_rows_of_a_run_table(voc_run):
+    run = voc_run
+    plain = evaluate_run(EvalConfig(run_dir=str(run), out_dir=str(run / "eval"), device="cpu"))
+    rows = pd.DataFrame([{"label": "full", "seed": 0, "run_dir": str(run)}, {"label": "cam", "seed": 0, "run_dir": ""}])
+    per_seed, table = crf_comparison(rows)
+    assert per_seed[["split", "crf"]].values.tolist() == [["train", "without"], ["train", "with"],
+                                                          ["val", "without"], ["val", "with"]]
+    without = per_seed[per_seed["crf"] == "without"].set_index("split")
+    # the plain numbers are those of the run's own evaluation (same settings, re-run with crf on)
+    for split in ("train", "val"):
+        assert without.loc[split, "miou"] == pytest.approx(plain["splits"][split]["miou"], abs=1e-12)
+    assert table["n"].tolist() == [1, 1, 1, 1] and (run / "eval_crf" / "metrics.json").is_file()
+    # a second call reads the cached evaluation
+    stamp = (run / "eval_crf" / "metrics.json").stat().st_mtime_ns
+    crf_comparison(rows)
+    assert (run / "eval_crf" / "metrics.json").stat().st_mtime_ns == stamp
