@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from kyam_lib.config import ConfigError, TrainConfig
-from kyam_lib.evaluate import EvalConfig, evaluate_run
+from kyam_lib.evaluate import EvalConfig, class_sources, evaluate_run
 from kyam_lib.presets import preset_overrides
 from kyam_lib.pseudo_masks import load_mask_png
 from kyam_lib.train import build_datasets, train
@@ -110,8 +110,6 @@ def test_bad_eval_config_names_the_field():
 
 
 def test_class_sources_per_split():
-    from kyam_lib.evaluate import class_sources
-
     assert class_sources("auto", ["train", "val", "test"]) == {"train": "labels", "val": "predicted",
                                                                 "test": "predicted"}
     # DFC2020 trains on its "test" release: the run's own training split draws the labels

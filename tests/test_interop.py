@@ -143,3 +143,23 @@ def test_mixed_sizes_in_one_batch_score_as_one_at_a_time(voc_run):
             assert together["splits"][split][key] == pytest.approx(alone["splits"][split][key], abs=1e-12)
     curve_b3 = (run / "eval_b3" / "threshold_curve.csv").read_text()
     assert curve_b3 == (run / "eval_b1" / "threshold_curve.csv").read_text()
+
+
+def test_cls_labels_choose_the_classes_of_read_maps(voc_run, tmp_path):
+    data, run = voc_run
+    out = run / "eval_labels"
+    evaluate_run(EvalConfig(run_dir=str(run), out_dir=str(out), export_maps="irn", splits=("train",), device="cpu"))
+    # keep only "person" (index 14) for every image: the masks may use background and person only
+    dataset = build_dataset("voc", data, "train")
+    write_cls_labels(tmp_path / "person.npy", {i: np.eye(20, dtype=np.float32)[14] for i in dataset.ids})
+    assert evaluate_main(["--maps", str(out / "maps_irn" / "train"), "--dataset", "voc", "--data_root", str(data),
+                          "--split", "train", "--cls_labels", str(tmp_path / "person.npy"),
+                          "--out", str(tmp_path / "scored")]) == 0
+    metrics = json.loads((tmp_path / "scored" / "metrics.json").read_text())
+    assert metrics["class_source"] == "cls_labels" and metrics["images"] == 3
+    for image_id in dataset.ids:
+        mask = load_mask_png(tmp_path / "scored" / "pseudo_masks" / "train" / f"{image_id}.png")
+        assert set(np.unique(mask)) <= {0, 15}
+        # 2009_000001 holds a person, and its exported map makes person pixels
+        if image_id == "2009_000001":
+            assert (mask == 15).any()
