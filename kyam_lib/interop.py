@@ -12,6 +12,7 @@ plain numpy: a pickled dict of arrays and ints; nothing else is accepted when re
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
@@ -44,23 +45,52 @@ def _is_array_like(value: object) -> bool:
     return isinstance(value, (np.ndarray, np.generic, int, float)) and not isinstance(value, bool)
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and scalars inside builtin containers, and nothing else.
+
+    A ``.npy`` dict is a pickle, and a pickle can run any code when loaded: only the few callables
+    numpy itself uses to rebuild arrays are resolved.
+    """
+
+    ALLOWED = {(module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+               for name in ("_reconstruct", "scalar")} | {("numpy", "ndarray"), ("numpy", "dtype"),
+                                                          ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not a numpy array part")
+        return super().find_class(module, name)
+
+
+def _read_pickled_npy(path: Path) -> object:
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        _, _, dtype = read_header(handle)
+        if dtype != object:
+            return f"a plain {dtype} array"
+        return _ArrayUnpickler(handle).load()
+
+
 def load_dict_npy(path: str | os.PathLike) -> dict:
     """Read a ``.npy`` file holding one dict whose values are numpy arrays or numbers.
 
-    Pickles are needed to store a dict in ``.npy``; this is the only place kyam allows them, and
-    anything that unpickles to something other than a dict of arrays is rejected.
+    Pickles are needed to store a dict in ``.npy``; this is the only place kyam reads them, through
+    an unpickler that resolves nothing but numpy's array parts, and anything that is not a dict of
+    arrays is rejected.
     """
     path = Path(path)
     if not path.is_file():
         raise MapFileError(f"{path}: file not found")
     try:
-        value = np.load(path, allow_pickle=True)
-    except (OSError, ValueError, EOFError) as err:
-        raise MapFileError(f"{path}: not a readable .npy file ({err})") from err
+        value = _read_pickled_npy(path)
+    except (OSError, ValueError, EOFError, pickle.UnpicklingError, AttributeError, TypeError) as err:
+        raise MapFileError(f"{path}: not a .npy dict of arrays ({err})") from err
     if isinstance(value, np.ndarray) and value.dtype == object and value.shape == ():
         value = value.item()
     if not isinstance(value, dict):
-        raise MapFileError(f"{path}: expected a dict saved with np.save, got {type(value).__name__}")
+        shown = value if isinstance(value, str) else type(value).__name__
+        raise MapFileError(f"{path}: expected a dict saved with np.save, got {shown}")
     bad = [key for key, item in value.items() if not _is_array_like(item)]
     if bad:
         raise MapFileError(f"{path}: entry {bad[0]!r} is a {type(value[bad[0]]).__name__}, not an array")
@@ -95,7 +125,8 @@ def read_class_maps(path: str | os.PathLike, fmt: MapFormat, *, num_classes: int
     value = load_dict_npy(path)
     if fmt == "irn":
         if "high_res" not in value or "keys" not in value:
-            raise MapFileError(f"{path}: an IRN map file needs the entries 'keys' and 'high_res', got {sorted(map(str, value))}")
+            raise MapFileError(f"{path}: an IRN map file needs the entries 'keys' and 'high_res', "
+                               f"got {sorted(map(str, value))}")
         keys = np.asarray(value["keys"]).reshape(-1)
         stack = np.asarray(value["high_res"])
         if stack.ndim == 2 and len(keys) == 1:

@@ -3,6 +3,7 @@ odd-sized images: masks at each JPEG's size, exported maps that re-read into the
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -49,7 +50,7 @@ def test_only_dicts_of_arrays_are_accepted(tmp_path):
     np.save(tmp_path / "strings.npy", {"keys": np.zeros(1), "note": "hello"}, allow_pickle=True)
     np.save(tmp_path / "objects.npy", {"keys": np.array([None, 1], dtype=object)}, allow_pickle=True)
     np.save(tmp_path / "nested.npy", {"a": {"b": np.zeros(2)}}, allow_pickle=True)
-    with pytest.raises(MapFileError, match="array.npy: expected a dict"):
+    with pytest.raises(MapFileError, match="array.npy: expected a dict saved with np.save, got a plain float64 array"):
         load_dict_npy(tmp_path / "array.npy")
     with pytest.raises(MapFileError, match="strings.npy: entry 'note' is a str, not an array"):
         load_dict_npy(tmp_path / "strings.npy")
@@ -62,6 +63,25 @@ def test_only_dicts_of_arrays_are_accepted(tmp_path):
     write_class_maps(tmp_path / "m.npy", np.zeros((1, 2, 2)), [1], "mctformer")
     with pytest.raises(MapFileError, match="an IRN map file needs the entries"):
         read_class_maps(tmp_path / "m.npy", "irn", num_classes=20)
+
+
+class _Payload:
+    """Unpickling this would call os.remove on the marker file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.remove, (self.marker,)
+
+
+def test_a_pickle_that_runs_code_is_refused_unrun(tmp_path):
+    marker = tmp_path / "marker"
+    marker.write_text("still here")
+    np.save(tmp_path / "evil.npy", {"keys": np.zeros(1), "high_res": _Payload(marker)}, allow_pickle=True)
+    with pytest.raises(MapFileError, match=r"evil.npy: not a .npy dict of arrays \(.*remove is not a numpy array part\)"):
+        read_class_maps(tmp_path / "evil.npy", "irn", num_classes=20)
+    assert marker.read_text() == "still here"
 
 
 def test_cls_labels_with_string_or_irn_integer_keys(tmp_path):
