@@ -27,7 +27,8 @@ from .checkpoint import CheckpointError, check_compatible, load_checkpoint
 from .config import ConfigBase, ConfigError, parse_overrides
 from .crf import CRFParams
 from .data import DatasetError, build_dataset, default_data_root, ensure_dataset
-from .inference import EvalItems, class_maps_for, collate_eval, grid_class_maps, maps_at_sizes, max_normalise, size_groups
+from .inference import (EvalItems, class_maps_for, collate_eval, grid_class_maps, maps_at_sizes, max_normalise,
+                        size_groups)
 from .interop import MapFileError
 from .io import atomic_write, write_json
 from .metrics import ConfusionMatrix, classifier_accuracy, mean_average_precision

@@ -206,7 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DatasetError, MapFileError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"{cfg.split}: mIoU {summary['miou']:.4f}  pixel acc {summary['pixel_acc']:.4f}  ({summary['images']} images)")
+    print(f"{cfg.split}: mIoU {summary['miou']:.4f}  pixel acc {summary['pixel_acc']:.4f}  "
+          f"({summary['images']} images)")
     return 0
 
 

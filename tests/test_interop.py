@@ -79,7 +79,8 @@ def test_a_pickle_that_runs_code_is_refused_unrun(tmp_path):
     marker = tmp_path / "marker"
     marker.write_text("still here")
     np.save(tmp_path / "evil.npy", {"keys": np.zeros(1), "high_res": _Payload(marker)}, allow_pickle=True)
-    with pytest.raises(MapFileError, match=r"evil.npy: not a .npy dict of arrays \(.*remove is not a numpy array part\)"):
+    refused = r"evil.npy: not a .npy dict of arrays \(.*remove is not a numpy array part\)"
+    with pytest.raises(MapFileError, match=refused):
         read_class_maps(tmp_path / "evil.npy", "irn", num_classes=20)
     assert marker.read_text() == "still here"
 
