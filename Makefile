@@ -13,10 +13,13 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 venv: $(VENV)/.installed
 
 # Re-installs when pyproject.toml changes; an editable install, so code edits need no reinstall.
+# The crf extra is installed too, so the tests of the dense CRF run in CI; pydensecrf2 builds from its
+# sdist and needs a C++ compiler.
 $(VENV)/.installed: pyproject.toml
 	[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e ".[dev]"
+	@command -v g++ >/dev/null 2>&1 || { $(SUDO) apt-get update && $(SUDO) apt-get install -y g++; }
+	$(PY) -m pip install -e ".[dev,crf]"
 	touch $@
 
 # Debian's Chromium for the browser test (Playwright drives it; its own browser download is not used).

@@ -234,7 +234,8 @@ def result_row(run_dir: str | Path, variant: str, summary: dict[str, Any], *, la
         "sparsity": None if variant in BASELINES else summary["sparsity"],
         "mean_threshold_miou": val.get("mean_threshold_miou"),
         "background_score": summary.get("background_score"),
-        "oracle": summary["oracle"], "blocks": summary["blocks"], "run_dir": str(run_dir),
+        "class_source": ",".join(f"{k}:{v}" for k, v in summary["class_source"].items()),
+        "blocks": summary["blocks"], "run_dir": str(run_dir),
     }
 
 

@@ -27,11 +27,13 @@ from kyam_lib.data.palette import write_palette_png
 from kyam_lib.metrics import valid_pixels
 
 __all__ = [
+    "DEFAULT_THRESHOLDS",
     "select_classes",
     "paint_ranks",
     "nearest_label_fill",
     "masks_without_background",
     "masks_with_background",
+    "background_scores",
     "masks_mean_threshold_background",
     "pseudo_masks",
     "threshold_curve",
@@ -42,6 +44,9 @@ __all__ = [
 ]
 
 MaskRule = Literal["no_background", "background_score", "mean_threshold_background"]
+
+# Background scores t of the threshold curve (datasets with background).
+DEFAULT_THRESHOLDS = tuple(round(float(t), 2) for t in np.arange(0.05, 1.0, 0.05))
 
 
 def _check_maps(class_maps: Tensor) -> None:
@@ -55,26 +60,32 @@ def _check_per_image(tensor: Tensor, class_maps: Tensor, name: str) -> None:
         raise ValueError(f"{name}: expected shape {tuple(class_maps.shape[:2])} (B, C), got {tuple(tensor.shape)}")
 
 
-def select_classes(probs: Tensor, labels: Tensor | None = None, *, oracle: bool = False,
+ClassSource = Literal["predicted", "labels"]
+
+
+def select_classes(probs: Tensor, labels: Tensor | None = None, *, source: ClassSource = "predicted",
                    threshold: float = 0.5) -> Tensor:
     """Classes to draw per image: (B, C) bool.
 
-    Default: predicted classes (prob >= threshold). An image with no predicted class falls back to
-    its most probable class: every image of the datasets holds at least one class, and a mask rule
-    with no class to draw could only return an empty or arbitrary mask, while the top class is the
-    classifier's best single guess. `oracle=True` returns the ground-truth `labels` unchanged (no
-    fallback: the truth is what it is).
+    source="predicted": the classifier's classes (prob >= threshold). An image with no predicted
+    class falls back to its most probable class: every image of the datasets holds at least one
+    class, and a mask rule with no class to draw could only return an empty or arbitrary mask,
+    while the top class is the classifier's best single guess.
+    source="labels": the image-level `labels` unchanged (the weak supervision of the training
+    split; no fallback: the labels are what they are).
     """
     if probs.ndim != 2:
         raise ValueError(f"probs: expected (B, C), got shape {tuple(probs.shape)}")
-    if oracle:
+    if source == "labels":
         if labels is None:
-            raise ValueError("labels: required when oracle=True")
+            raise ValueError("labels: required when source='labels'")
         if labels.shape != probs.shape:
             raise ValueError(f"labels: expected shape {tuple(probs.shape)}, got {tuple(labels.shape)}")
         if not ((labels == 0) | (labels == 1)).all():
             raise ValueError("labels: image labels must be 0 or 1")
         return labels.to(probs.device).bool()
+    if source != "predicted":
+        raise ValueError(f"source: expected 'predicted' or 'labels', got {source!r}")
     selected = probs >= threshold
     top = probs.argmax(dim=1, keepdim=True)
     fallback = torch.zeros_like(selected).scatter_(1, top, True)
@@ -175,9 +186,17 @@ def masks_with_background(class_maps: Tensor, selected: Tensor, *, background_sc
     argmax over [t, normalised selected maps]; ties go to the lower index, so a class must beat t
     strictly, and of two tied classes the lower index wins.
     """
+    return background_scores(class_maps, selected, background_score=background_score).argmax(dim=1)
+
+
+def background_scores(class_maps: Tensor, selected: Tensor, *, background_score: float) -> Tensor:
+    """(B, C + 1, H, W) scores the background rule takes the argmax of: t, then the normalised maps.
+
+    Unselected classes score -inf. Also the input of the dense CRF (`kyam_lib.crf.crf_masks`).
+    """
     scores = _normalised_scores(class_maps, selected)
     background = torch.full_like(scores[:, :1], float(background_score))
-    return torch.cat([background, scores], dim=1).argmax(dim=1)
+    return torch.cat([background, scores], dim=1)
 
 
 def masks_mean_threshold_background(class_maps: Tensor, probs: Tensor, selected: Tensor) -> Tensor:

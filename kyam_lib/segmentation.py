@@ -391,7 +391,7 @@ def evaluate_segmentation(model: SegmentationViT, loader: DataLoader, *, amp_dty
 
 
 def _pseudo_mask_provenance(mask_dir: Path) -> dict[str, Any]:
-    """What the evaluation that wrote `<run>/eval/pseudo_masks/<split>` recorded (oracle classes etc.)."""
+    """What the evaluation that wrote `<run>/eval/pseudo_masks/<split>` recorded (class source etc.)."""
     summary = mask_dir.parent.parent / "metrics.json"
     if not summary.is_file():
         return {}
@@ -399,7 +399,7 @@ def _pseudo_mask_provenance(mask_dir: Path) -> dict[str, Any]:
         recorded = read_json(summary)
     except ValueError:
         return {}
-    keys = ("run_dir", "dataset", "oracle", "rule", "background_score", "blocks", "head_weighting")
+    keys = ("run_dir", "dataset", "class_source", "rule", "background_score", "blocks", "head_weighting")
     return {k: recorded[k] for k in keys if isinstance(recorded, dict) and k in recorded}
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from kyam_lib.config import ConfigError, TrainConfig
-from kyam_lib.evaluate import EvalConfig, evaluate_run
+from kyam_lib.evaluate import EvalConfig, class_sources, evaluate_run
 from kyam_lib.presets import preset_overrides
 from kyam_lib.pseudo_masks import load_mask_png
 from kyam_lib.train import build_datasets, train
@@ -67,23 +67,30 @@ def test_background_threshold_is_chosen_on_train_and_matches_the_curve(runs):
         assert summary["splits"][split]["miou"] == pytest.approx(at_best["miou"], abs=1e-9)
         assert summary["splits"][split]["pixel_acc"] == pytest.approx(at_best["pixel_acc"], abs=1e-9)
     assert 0.0 <= summary["splits"]["val"]["mean_threshold_miou"] <= 1.0
-    assert summary["rule"] == "background_score" and summary["oracle"] is False
+    assert summary["rule"] == "background_score"
+    # the training split draws the image labels, val the classifier's classes; recorded per split
+    assert summary["class_source"] == {"train": "labels", "val": "predicted"}
+    assert summary["splits"]["train"]["class_source"] == "labels"
+    assert json.loads((out / "config.json").read_text())["class_source"] == "auto"
     per_class = pd.read_csv(out / "per_class_iou.csv")
     val = per_class[per_class["split"] == "val"]
     assert val["class"].tolist()[0] == "background" and len(val) == 7
     assert summary["splits"]["val"]["miou"] == pytest.approx(np.nanmean(val["iou"].to_numpy()), abs=1e-9)
-    mask = load_mask_png(next((out / "pseudo_masks" / "val").glob("*.png")))
-    assert mask.shape == tuple(cfg.image_size) and mask.max() <= 6
+    # the run sees 32 px images; its masks are at the data's own 64 px
+    mask_path = next((out / "pseudo_masks" / "val").glob("*.png"))
+    mask = load_mask_png(mask_path)
+    original = load_mask_png(Path(cfg.data_root) / "shapes" / "SegmentationClass" / mask_path.name)
+    assert tuple(cfg.image_size) == (32, 32) and mask.shape == original.shape == (64, 64) and mask.max() <= 6
 
 
-def test_dataset_without_background_and_oracle_are_recorded(runs):
+def test_dataset_without_background_and_class_source_are_recorded(runs):
     cfg = runs["regions"]
-    summary = evaluate_run(EvalConfig(run_dir=cfg.out_dir, oracle=True, splits=("val",), select_split="val"))
+    summary = evaluate_run(EvalConfig(run_dir=cfg.out_dir, class_source="labels", splits=("val",), select_split="val"))
     out = Path(cfg.out_dir) / "eval"
-    assert summary["rule"] == "no_background" and summary["oracle"] is True
+    assert summary["rule"] == "no_background" and summary["class_source"] == {"val": "labels"}
     assert "background_score" not in summary and not (out / "threshold_curve.csv").exists()
-    assert json.loads((out / "metrics.json").read_text())["oracle"] is True
-    assert json.loads((out / "config.json").read_text())["oracle"] is True
+    assert json.loads((out / "metrics.json").read_text())["class_source"] == {"val": "labels"}
+    assert json.loads((out / "config.json").read_text())["class_source"] == "labels"
     masks = [load_mask_png(p) for p in (out / "pseudo_masks" / "val").glob("*.png")]
     assert len(masks) == 16
     # no background: every pixel gets one of the 8 classes (nearest-label fill)
@@ -96,6 +103,20 @@ def test_bad_eval_config_names_the_field():
         EvalConfig(blocks="first:2")
     with pytest.raises(ConfigError, match="select_split"):
         EvalConfig(splits=("val",), select_split="train")
+    with pytest.raises(ConfigError, match="EvalConfig.class_source"):
+        EvalConfig(class_source="oracle")
+    with pytest.raises(ConfigError, match="EvalConfig.scales"):
+        EvalConfig(scales=(0.5, 2.0))
+
+
+def test_class_sources_per_split():
+    assert class_sources("auto", ["train", "val", "test"]) == {"train": "labels", "val": "predicted",
+                                                                "test": "predicted"}
+    # DFC2020 trains on its "test" release: the run's own training split draws the labels
+    assert class_sources("auto", ["test", "validation"], train_split="test") == {"test": "labels",
+                                                                                 "validation": "predicted"}
+    assert class_sources("predicted", ["train", "val"]) == {"train": "predicted", "val": "predicted"}
+    assert class_sources("val:labels", ["train", "val"]) == {"train": "labels", "val": "labels"}
 
 
 def test_gated_mean_output_gives_the_same_maps_as_all_heads():

@@ -33,15 +33,17 @@ def test_select_classes_threshold_and_fallback():
     assert select_classes(probs, threshold=0.95).tolist() == [[True, False, False], [False, True, False]]
 
 
-def test_select_classes_oracle():
+def test_select_classes_from_image_labels():
     probs = torch.tensor([[0.9, 0.5, 0.4], [0.1, 0.3, 0.2]])
     labels = torch.tensor([[0, 0, 1], [0, 0, 0]])
-    # ground truth taken as is, including an image without labels
-    assert select_classes(probs, labels, oracle=True).tolist() == [[False, False, True], [False, False, False]]
+    # image labels taken as is, including an image without labels
+    assert select_classes(probs, labels, source="labels").tolist() == [[False, False, True], [False, False, False]]
     with pytest.raises(ValueError, match="labels: required"):
-        select_classes(probs, oracle=True)
+        select_classes(probs, source="labels")
     with pytest.raises(ValueError, match="0 or 1"):
-        select_classes(probs, labels * 2, oracle=True)
+        select_classes(probs, labels * 2, source="labels")
+    with pytest.raises(ValueError, match="source"):
+        select_classes(probs, labels, source="oracle")
 
 
 def test_paint_ranks_ascending_with_stable_ties():

@@ -240,8 +240,8 @@ def test_pseudo_masks_written_by_evaluation_train_a_model(data_root, tmp_path):
     assert len(list(mask_dir.glob("*.png"))) == 32
     metrics = train_segmentation(_cfg(data_root, tmp_path / "seg", masks=str(mask_dir)), show_progress=False)
     assert metrics["supervision"] == "pseudo" and 0.0 <= metrics["miou"] <= 1.0
-    # the evaluation's choices travel with the result (oracle classes would be flagged here)
-    assert metrics["pseudo_mask_source"]["oracle"] is False
+    # the evaluation's choices travel with the result: the training masks drew the image labels
+    assert metrics["pseudo_mask_source"]["class_source"] == {"train": "labels", "val": "predicted"}
     assert metrics["pseudo_mask_source"]["run_dir"] == str(run)
 
 
