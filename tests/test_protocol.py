@@ -15,7 +15,10 @@ from kyam_lib import segmentation
 from kyam_lib.config import ConfigError, TrainConfig
 from kyam_lib.presets import PAPER_DATASET_SETTINGS, preset_overrides
 from kyam_lib.protocol import dataset_options, resolve_num_workers, resolve_train_split
-from kyam_lib.train import config_from_args
+import kyam_lib.train as train_module
+from kyam_lib.checkpoint import load_checkpoint
+from kyam_lib.train import TrainingError, config_from_args, model_config_for, train
+from train_helpers import smoke_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -136,3 +139,33 @@ def test_segmentation_inherits_the_run_and_predicts_at_image_size(paper_run, voc
         with Image.open(server / f"{image_id}.png") as mask:
             assert mask.mode == "P" and mask.size == voc["sizes"][image_id][::-1]
             assert set(np.unique(np.asarray(mask))) <= set(range(21))
+
+
+def test_checkpoint_cadence_snapshots_and_a_periodic_finite_check(data_root, tmp_path, monkeypatch):
+    cfg = smoke_config(data_root, tmp_path / "run", epochs=3, checkpoint_every=2, keep_checkpoints=1,
+                       snapshot_every=1)
+    train(cfg, show_progress=False)
+    out = tmp_path / "run"
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["epoch_0003"]  # 2 pruned, 3 is the last epoch
+    assert sorted(p.name for p in (out / "snapshots").iterdir()) == ["epoch_0001", "epoch_0002", "epoch_0003"]
+    assert not (out / "snapshots" / "epoch_0001" / "train_state.json").exists()  # weights only
+    assert load_checkpoint(out / "snapshots" / "epoch_0001").model_config.num_heads == 4
+
+    steps_per_epoch, calls, real_penalty = 96 // 16, {"n": 0}, train_module.l0_penalty
+
+    def penalty_turning_nan(model):
+        calls["n"] += 1
+        value = real_penalty(model)
+        return value * float("nan") if calls["n"] == steps_per_epoch + 2 else value
+
+    monkeypatch.setattr(train_module, "l0_penalty", penalty_turning_nan)
+    with pytest.raises(TrainingError, match=r"at epoch 2, one of steps 1\.\.4 \(checked every"):
+        train(smoke_config(data_root, tmp_path / "nan", epochs=3, finite_check_every=4), show_progress=False)
+
+
+def test_num_heads_field_sets_the_models_heads():
+    cfg = TrainConfig(model_size="base", num_heads=12, patch_size=16, image_size=(224, 224))
+    model_config = model_config_for(cfg, num_classes=20, in_channels=3, multi_label=True)
+    assert (model_config.embed_dim, model_config.depth, model_config.num_heads) == (768, 12, 12)
+    assert model_config_for(cfg.replace(num_heads=0), num_classes=20, in_channels=3,
+                            multi_label=True).num_heads == 16

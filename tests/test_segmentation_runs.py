@@ -1,6 +1,7 @@
 """Segmentation runs: exact resume after SIGKILL, DeepLabV3 training/resume/pretrained encoder, predictions."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from torchvision.models import resnet50
 
 from kyam_lib.checkpoint import latest_checkpoint
+from train_helpers import SMOKE_SHAPES
 from kyam_lib.segmentation import (DeepLabSegmenter, SegConfig, SegModelConfig, build_seg_model,
                                    init_deeplab_backbone, load_segmentation_model, predict_masks, train_segmentation)
 
@@ -30,9 +32,10 @@ def one_thread():
 
 
 def _cfg(data_root, out_dir, **changes) -> SegConfig:
-    return SegConfig(dataset="shapes", data_root=str(data_root), image_size=(32, 32), model_size="tiny",
-                     patch_size=8, epochs=3, batch_size=8, max_train_images=32, max_val_images=16, lr=1e-3,
-                     warmup_epochs=0.5, device="cpu", out_dir=str(out_dir), **changes)
+    values = dict(dataset="shapes", data_root=str(data_root), image_size=(32, 32), model_size="tiny", patch_size=8,
+                  epochs=3, batch_size=8, max_train_images=32, max_val_images=16, lr=1e-3, warmup_epochs=0.5,
+                  device="cpu", out_dir=str(out_dir))
+    return SegConfig(**{**values, **changes})
 
 
 def _without_timing(metrics: dict) -> dict:
@@ -86,9 +89,7 @@ def test_deeplab_trains_resumes_and_predicts_at_image_size(data_root, tmp_path):
     assert model.eval()(torch.randn(1, 3, 40, 24)).shape == (1, 7, 40, 24)
     reference_weights = load_file(str(out / "model" / "model.safetensors"))
     # what a kill during epoch 2 leaves: epoch 1's checkpoint only
-    for name in ("metrics.json",):
-        (out / name).unlink()
-    import shutil
+    (out / "metrics.json").unlink()
     shutil.rmtree(out / "model")
     shutil.rmtree(out / "checkpoints" / "epoch_0002")
     resumed = train_segmentation(cfg, resume=True, show_progress=False)
@@ -98,7 +99,7 @@ def test_deeplab_trains_resumes_and_predicts_at_image_size(data_root, tmp_path):
 
     result = predict_masks(out, split="val", device="cpu")
     masks = sorted(Path(result["mask_dir"]).glob("*.png"))
-    assert result["images"] == len(masks) == 16  # the whole split, not the training subset
+    assert result["images"] == len(masks) == SMOKE_SHAPES["num_val"]  # the whole split, not the subset trained on
     with Image.open(masks[0]) as mask:
         assert mask.mode == "P" and mask.size == (32, 32)  # the shapes images are 32x32
         assert np.asarray(mask).max() < 7
