@@ -923,7 +923,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.update_timing:
             record.update(reproduce_timing_fields(read_reproduce_timing(timing)))
         if args.loader:
-            record.update(loader_record(images=16 if args.smoke else 128))
+            record.update(loader_record(images=16, epochs=1) if args.smoke else loader_record())
     else:
         record = {**{k: v for k, v in previous.items() if k.startswith("loader_")}, **run_benchmarks(settings, reproduce_timing=timing, gpu=args.gpu,
                                 gpu_peak_flops=None if args.gpu_peak_tflops is None else args.gpu_peak_tflops * 1e12)}

@@ -136,9 +136,9 @@ def _resolve_data_root(data_root: str) -> str:
 
 def _run_name(preset: str, variant: str, values: dict[str, Any], *, seed: int, dataset: str,
               data_root: str) -> str:
-    """The first variant whose config equals `values`, else `variant` plus the fields that differ from it."""
+    """The first variant whose config equals `values`, else `variant` plus the fields that differ (placement aside)."""
     def comparable(v: dict[str, Any]) -> dict[str, Any]:
-        return TrainConfig.from_dict({**v, "out_dir": ""}).to_dict()
+        return computed_fields(TrainConfig.from_dict({**v, "out_dir": ""}).to_dict())
 
     target = comparable(values)
     for name in VARIANTS:

@@ -50,8 +50,8 @@ def write_voc_layout(root: Path, *, images: int, size: tuple[int, int] = (375, 5
     return root
 
 
-def loader_record(*, images: int = 128, workers: Sequence[int] = (0, 1, 2), batch_size: int = 16,
-                  epochs: int = 2) -> dict[str, Any]:
+def loader_record(*, images: int = 256, workers: Sequence[int] = (0, 1, 2), batch_size: int = 16,
+                  epochs: int = 3) -> dict[str, Any]:
     """The benchmarks.json keys of one loader measurement on a fresh temporary VOC-layout tree."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the main process decodes on one thread, as each worker does

@@ -30,7 +30,7 @@ __all__ = ["INHERITED_FIELDS", "inherit_from_run", "config_from_args", "main"]
 # What a segmentation run takes over from the classifier run whose pseudo-masks it trains on.
 INHERITED_FIELDS = ("dataset", "data_root", "train_split", "val_split", "image_size", "patch_size", "model_size",
                     "coco_year", "ade20k_other_as_class", "dfc2020_use_s1", "endotect_subset", "split_seed",
-                    "train_fraction", "voc_split_mode", "max_val_images", "seed")
+                    "train_fraction", "voc_split_mode", "max_val_images", "seed", "num_workers", "persistent_workers")
 
 
 def inherit_from_run(run_dir: str | Path) -> dict[str, Any]:
