@@ -92,8 +92,9 @@ def loader_markdown(record: dict[str, Any]) -> list[str]:
     lines = ["", "## VOC-layout loader (CPU)", "",
              f"`python -m kyam_lib.bench --loader`: {info.get('images', '?')} JPEGs of 500×375, the paper preset's "
              f"training transform (random resized crop to 224, flip, normalise), batch {info.get('batch_size', '?')}, "
-             f"{info.get('epochs', '?')} epochs per worker count, on {info.get('cpu_count', '?')} CPU cores "
-             f"(shared with other work).", "", "| DataLoader workers | images/s |", "|---|---|"]
+             f"{info.get('epochs', '?')} epochs per worker count (worker start-up included), on "
+             f"{info.get('cpu_count', '?')} CPU cores shared with other work (1-minute load average "
+             f"{info.get('load_average', ['?'])[0]:.1f} at the end) — a floor, not what a GPU box's cores give.", "", "| DataLoader workers | images/s |", "|---|---|"]
     lines += [f"| {workers} | {rate:.0f} |" for workers, rate in rates.items()]
     gpu = record.get("gpu_vitb_images_per_s")
     lines += ["", (f"Loader ÷ GPU model images/s: {max(rates.values()) / gpu:.2f}." if gpu else
