@@ -89,12 +89,13 @@ def measure_loader(root: Path, *, workers: Sequence[int] = (0, 1, 2), batch_size
 def loader_markdown(record: dict[str, Any]) -> list[str]:
     """The benchmarks.md section of the loader measurement."""
     rates, info = record["loader_images_per_s"], record.get("loader_benchmark", {})
+    load = f"{info['load_average'][0]:.1f}" if info.get("load_average") else "?"
     lines = ["", "## VOC-layout loader (CPU)", "",
              f"`python -m kyam_lib.bench --loader`: {info.get('images', '?')} JPEGs of 500×375, the paper preset's "
              f"training transform (random resized crop to 224, flip, normalise), batch {info.get('batch_size', '?')}, "
              f"{info.get('epochs', '?')} epochs per worker count (worker start-up included), on "
              f"{info.get('cpu_count', '?')} CPU cores shared with other work (1-minute load average "
-             f"{info.get('load_average', ['?'])[0]:.1f} at the end) — a floor, not what a GPU box's cores give.", "", "| DataLoader workers | images/s |", "|---|---|"]
+             f"{load} at the end) — a floor, not what a GPU box's cores give.", "", "| DataLoader workers | images/s |", "|---|---|"]
     lines += [f"| {workers} | {rate:.0f} |" for workers, rate in rates.items()]
     gpu = record.get("gpu_vitb_images_per_s")
     lines += ["", (f"Loader ÷ GPU model images/s: {max(rates.values()) / gpu:.2f}." if gpu else
