@@ -42,6 +42,7 @@ from . import distributed as dist
 from .aggregation import class_maps
 from .config import TrainConfig
 from .io import atomic_write, read_json, write_json
+from .loader_bench import loader_markdown, loader_record
 from .model import MODEL_SIZES, KyamViT
 from .penalty import l0_penalty
 from .pseudo_masks import masks_without_background
@@ -884,6 +885,8 @@ def render_markdown(record: dict[str, Any]) -> str:
                   "| function | calls | self | cumulative |", "|---|---|---|---|"]
         lines += [f"| `{entry['function']}` | {entry['calls']} | {entry['self_s']:.3f} s | {entry['cumulative_s']:.3f} s |"
                   for entry in masks["profile"]]
+    if record.get("loader_images_per_s"):
+        lines += loader_markdown(record)
     return "\n".join(lines) + "\n"
 
 
@@ -900,6 +903,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="dense bf16 peak of the GPU, for a GPU not in the built-in table")
     parser.add_argument("--update-timing", action="store_true",
                         help="only refresh benchmark 4 (the reproduce wall time) in an existing <out>/benchmarks.json")
+    parser.add_argument("--loader", action="store_true",
+                        help="only measure the VOC-layout loader (images/s by workers) into <out>/benchmarks.json")
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child is not None:
@@ -912,12 +917,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = dataclasses.replace(settings, threads=args.threads)
     out = Path(args.out)
     timing = args.reproduce_timing if args.reproduce_timing is not None else out / "reproduce_timing.json"
-    if args.update_timing:
-        record = read_json(out / "benchmarks.json")
-        record.update(reproduce_timing_fields(read_reproduce_timing(timing)))
+    previous = read_json(out / "benchmarks.json") if (out / "benchmarks.json").is_file() else {}
+    if args.update_timing or args.loader:
+        record = previous
+        if args.update_timing:
+            record.update(reproduce_timing_fields(read_reproduce_timing(timing)))
+        if args.loader:
+            record.update(loader_record(images=16, epochs=1) if args.smoke else loader_record())
     else:
-        record = run_benchmarks(settings, reproduce_timing=timing, gpu=args.gpu,
-                                gpu_peak_flops=None if args.gpu_peak_tflops is None else args.gpu_peak_tflops * 1e12)
+        record = {**{k: v for k, v in previous.items() if k.startswith("loader_")}, **run_benchmarks(settings, reproduce_timing=timing, gpu=args.gpu,
+                                gpu_peak_flops=None if args.gpu_peak_tflops is None else args.gpu_peak_tflops * 1e12)}
     markdown = render_markdown(record)
     write_json(out / "benchmarks.json", record)
     with atomic_write(out / "benchmarks.md") as tmp:

@@ -186,16 +186,27 @@ class TrainConfig(ConfigBase):
     max_val_images: int = 0
     augment: bool = True                 # random resized crop + flip on the training split
     cache_items: bool = False            # keep decoded items in memory (augment=False only): small sets on CPU
-    num_workers: int = 0
+    num_workers: int = 0                 # DataLoader workers; -1 = from the CPU count (kyam_lib.protocol)
+    persistent_workers: bool = False     # keep the workers between epochs (num_workers > 0)
+    # loader options (each applies to its dataset only; kyam_lib.protocol.dataset_options)
+    coco_year: int = 2014                # coco: 2014 (the peers' protocol) or 2017
+    ade20k_other_as_class: bool = True   # ade20k: mask value 0 ("other") is a class, as the official code
+    dfc2020_use_s1: bool = False         # dfc2020: 13 Sentinel-2 bands, + 2 Sentinel-1 bands when true
+    endotect_subset: Literal["all", "lower-gi"] = "all"  # endotect: 23 classes, or the 16 lower-GI ones
+    split_seed: int = 0                  # endotect / voc official_random: seed of the random split
+    train_fraction: float = 0.7          # endotect / voc official_random: share of images in train
+    voc_split_mode: Literal["standard", "official_random"] = "standard"  # voc: the ImageSets lists or 70/30
     # model
     model_size: Literal["tiny", "small", "base"] = "small"
+    num_heads: int = 0                   # 0 = the model size's (base: 16, the paper's); 12 for timm ViT-B weights
     patch_size: int = 8
     classifier: Literal["class_tokens", "token_mean", "cam"] = "class_tokens"
     use_reg_token: bool = True
     use_head_gates: bool = True
     mask_rate: float = 0.5
     drop_path_rate: float = 0.0
-    pretrained: str = ""                 # timm model name or local weight file; "" = random init
+    pretrained: str = ""                 # timm model name (or a bare local weight file); "" = random init
+    pretrained_file: str = ""            # local weight file of the timm model named in `pretrained`
     # objective
     l0_weight: float = 0.01              # lambda of Equation 1
     l0_warmup_epochs: float = 0.0        # gates held open and lambda 0 for these epochs (0 = the paper: from the start)
@@ -214,12 +225,27 @@ class TrainConfig(ConfigBase):
     # bookkeeping
     seed: int = 0
     out_dir: str = "runs/default"
-    keep_checkpoints: int = 2
-    deterministic: bool = True
+    keep_checkpoints: int = 2            # resumable epoch checkpoints kept (the newest ones)
+    checkpoint_every: int = 1            # epochs between resumable checkpoints (the last epoch always has one)
+    snapshot_every: int = 0              # epochs between weights-only snapshots/epoch_NNNN kept for good; 0 = none
+    finite_check_every: int = 1          # steps between non-finite loss checks (each one waits for the GPU)
+    deterministic: bool = True           # False: fused attention kernels, cuDNN autotuning (not bitwise repeatable)
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("TrainConfig.epochs and batch_size must be positive")
+        if self.num_workers < -1:
+            raise ConfigError(f"TrainConfig.num_workers {self.num_workers}: expected -1 (from the CPU count) or >= 0")
+        for name in ("checkpoint_every", "finite_check_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"TrainConfig.{name} {getattr(self, name)} must be >= 1")
+        if self.snapshot_every < 0 or self.num_heads < 0:
+            raise ConfigError("TrainConfig.snapshot_every and num_heads must be >= 0")
+        if self.pretrained_file and not self.pretrained:
+            raise ConfigError(f"TrainConfig.pretrained_file {self.pretrained_file!r} needs the timm model name it "
+                              "belongs to in TrainConfig.pretrained (e.g. vit_base_patch16_224.augreg_in21k)")
+        if not 0.0 < self.train_fraction < 1.0:
+            raise ConfigError(f"TrainConfig.train_fraction {self.train_fraction} is outside (0, 1)")
         for axis, size in zip(("height", "width"), self.image_size):
             if size <= 0 or size % self.patch_size:
                 raise ConfigError(

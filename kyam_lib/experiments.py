@@ -7,13 +7,17 @@ selection used when evaluating the variant (see `kyam_lib.evaluate.EvalConfig.bl
 Runs are cached: a configuration lives in ``<runs_dir>/<preset>/<dataset>/<name>_seed<k>``, where
 `name` is the variant whose configuration it equals (so the lambda = 0.01 run, the mask-rate 0.5
 run and "full" are one run, and mask rate 0 is "no_masking"), else the variant plus its differing
-fields. A directory whose config.json equals the requested config and that has metrics.json is
-reused; one with the same config but no metrics.json is resumed; one with another config is
-retrained from scratch. Evaluations are cached the same way under ``<run>/eval``.
+fields. Configs are compared on the fields that change what is computed: placement fields
+(data_root, num_workers, device, out_dir, checkpoint cadence; `kyam_lib.protocol.PLACEMENT_FIELDS`)
+are ignored, so moving the data keeps a finished run (its config.json then records the new
+placement). A matching directory with metrics.json is reused, one without is resumed; a config that
+really differs goes to the next free ``<name>_seed<k>-2``, ``-3``, ...: nothing finished is deleted.
+Evaluations are cached the same way under ``<run>/eval``, segmentation runs as ``seg_*_seed<k>[-n]``.
 """
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import shutil
 from pathlib import Path
@@ -22,8 +26,9 @@ from typing import Any, Sequence
 import pandas as pd
 
 from .config import TrainConfig
-from .io import read_json
-from .presets import preset_overrides, seg_preset_overrides
+from .io import read_json, write_json
+from .presets import preset_overrides, run_family, seg_preset_overrides, variant_preset_overrides
+from .protocol import PLACEMENT_FIELDS, computed_fields, resolve_train_split
 
 __all__ = [
     "VARIANTS", "BASELINES", "ABLATIONS", "LAMBDAS", "MASK_RATES", "LAMBDA_LABELS", "MASK_RATE_LABELS",
@@ -121,7 +126,8 @@ def _config_values(preset: str, variant: str, *, seed: int, dataset: str, data_r
     unknown = sorted(set(overrides) - set(TrainConfig.field_names()))
     if unknown:
         raise ValueError(f"unknown TrainConfig field(s) {unknown} in the overrides of variant {variant!r}")
-    return {**TrainConfig().to_dict(), **preset_overrides(preset), **variant_overrides(variant),
+    return {**TrainConfig().to_dict(), **preset_overrides(preset, dataset), **variant_overrides(variant),
+            **variant_preset_overrides(preset, variant),
             "dataset": dataset, "data_root": data_root, "seed": seed, **overrides}
 
 
@@ -133,9 +139,9 @@ def _resolve_data_root(data_root: str) -> str:
 
 def _run_name(preset: str, variant: str, values: dict[str, Any], *, seed: int, dataset: str,
               data_root: str) -> str:
-    """The first variant whose config equals `values`, else `variant` plus the fields that differ from it."""
+    """The first variant whose config equals `values`, else `variant` plus the fields that differ (placement aside)."""
     def comparable(v: dict[str, Any]) -> dict[str, Any]:
-        return TrainConfig.from_dict({**v, "out_dir": ""}).to_dict()
+        return computed_fields(TrainConfig.from_dict({**v, "out_dir": ""}).to_dict())
 
     target = comparable(values)
     for name in VARIANTS:
@@ -160,35 +166,50 @@ def experiment_config(preset: str, variant: str = "full", *, seed: int = 0, data
     data_root = _resolve_data_root(data_root)
     values = _config_values(preset, variant, seed=seed, dataset=dataset, data_root=data_root, overrides=overrides)
     name = _run_name(preset, variant, values, seed=seed, dataset=dataset, data_root=data_root)
-    out_dir = Path(runs_dir) / preset / dataset / f"{name}_seed{seed}"
+    out_dir = Path(runs_dir) / run_family(preset) / dataset / f"{name}_seed{seed}"
     return TrainConfig.from_dict({**values, "out_dir": str(out_dir)})
 
 
 def _same_config(path: Path, cfg: Any) -> bool:
-    if not path.is_file():
-        return False
+    """True when the config stored at `path` computes what `cfg` computes (placement fields aside)."""
     try:
-        return type(cfg).from_json(path).to_dict() == cfg.to_dict()
+        return path.is_file() and computed_fields(type(cfg).from_json(path).to_dict()) == computed_fields(cfg.to_dict())
     except (ValueError, FileNotFoundError):
         return False
 
 
+def _candidate_dirs(base: Path):
+    """base, base-2, base-3, ...: the directories a cached run of one name may live in."""
+    yield base
+    yield from (base.with_name(f"{base.name}-{number}") for number in itertools.count(2))
+
+
+def _record_placement(run_dir: Path, cfg: Any) -> None:
+    """Point a reused run's config.json at the current placement (data_root, device, ...)."""
+    stored, current = read_json(run_dir / "config.json"), {k: v for k, v in cfg.to_dict().items() if k in PLACEMENT_FIELDS}
+    if any(stored.get(k) != v for k, v in current.items() if k != "out_dir"):
+        write_json(run_dir / "config.json", {**stored, **current, "out_dir": stored.get("out_dir", str(run_dir))})
+
+
 def run_variant(preset: str, variant: str = "full", *, seed: int = 0, dataset: str = "shapes", data_root: str = "",
                 runs_dir: str | Path = "runs", show_progress: bool = False, **overrides: Any) -> Path:
-    """Train `variant` (plus `overrides`) under `preset` unless an identical run exists; returns the run dir."""
+    """Train `variant` (plus `overrides`) under `preset` unless an equivalent run exists; returns the run dir."""
     from .train import train  # imported here: this module is also used for naming alone
 
     cfg = experiment_config(preset, variant, seed=seed, dataset=dataset, data_root=data_root,
                             runs_dir=runs_dir, **overrides)
-    run_dir = Path(cfg.out_dir)
-    same = _same_config(run_dir / "config.json", cfg)
-    if same and (run_dir / "metrics.json").is_file() and (run_dir / "model").is_dir():
-        return run_dir
-    if run_dir.exists() and not same:
-        shutil.rmtree(run_dir)  # another configuration under this name (a preset changed): start again
+    cfg, _ = resolve_train_split(cfg)
+    for run_dir in _candidate_dirs(Path(cfg.out_dir)):
+        same = _same_config(run_dir / "config.json", cfg)
+        if same and (run_dir / "metrics.json").is_file() and (run_dir / "model").is_dir():
+            _record_placement(run_dir, cfg)
+            return run_dir
+        if same or not (run_dir / "config.json").exists():
+            break  # the same run, unfinished (resumed), or a directory no run has written to yet
+    cfg = cfg.replace(out_dir=str(run_dir))
     print(f"training {run_dir}")
     train(cfg, resume=same, show_progress=show_progress)
-    for scores in ("eval", "eval_segmentation"):  # scores of an older model
+    for scores in ("eval", "eval_segmentation"):  # scores of an unfinished model's earlier evaluation
         shutil.rmtree(run_dir / scores, ignore_errors=True)
     return run_dir
 
@@ -476,7 +497,7 @@ def segmentation_config(preset: str, supervision: str, *, seed: int = 0, dataset
         "dataset", "data_root", "train_split", "val_split", "image_size", "max_val_images", "num_workers",
         "model_size", "patch_size", "pretrained", "amp", "device", "seed", "deterministic")}
     masks = str(run_dir / eval_name / "pseudo_masks" / cfg.train_split) if supervision == "pseudo" else GROUND_TRUTH
-    out_dir = Path(runs_dir) / preset / dataset / f"seg_{supervision}_seed{seed}"
+    out_dir = Path(runs_dir) / run_family(preset) / dataset / f"seg_{supervision}_seed{seed}"
     return SegConfig(**{**shared, **settings}, masks=masks,
                      max_train_images=masked_images if masked_images < split_size else 0, out_dir=str(out_dir))
 
@@ -488,16 +509,18 @@ def run_segmentation(preset: str, supervision: str, *, seed: int = 0, dataset: s
 
     cfg = segmentation_config(preset, supervision, seed=seed, dataset=dataset, data_root=data_root,
                               runs_dir=runs_dir, **overrides)
-    out_dir = Path(cfg.out_dir)
-    metrics_file = out_dir / "metrics.json"
-    fresh = _same_config(out_dir / "config.json", cfg) and metrics_file.is_file()
-    if fresh and cfg.masks != GROUND_TRUTH:
-        masks_made = Path(cfg.masks).parent.parent / "metrics.json"
-        fresh = masks_made.stat().st_mtime <= metrics_file.stat().st_mtime
-    if fresh:
-        return read_json(metrics_file)
+    for out_dir in _candidate_dirs(Path(cfg.out_dir)):
+        metrics_file = out_dir / "metrics.json"
+        same = _same_config(out_dir / "config.json", cfg)
+        if same and metrics_file.is_file():
+            masks_made = Path(cfg.masks).parent.parent / "metrics.json"
+            if cfg.masks == GROUND_TRUTH or masks_made.stat().st_mtime <= metrics_file.stat().st_mtime:
+                return read_json(metrics_file)
+            continue  # trained on pseudo-masks that have since been remade: kept, and a new run goes beside it
+        if same or not (out_dir / "config.json").exists():
+            break
     print(f"training {out_dir}")
-    return train_segmentation(cfg, show_progress=False)
+    return train_segmentation(cfg.replace(out_dir=str(out_dir)), resume=same, show_progress=False)
 
 
 # ---- the notebooks' shared state -------------------------------------------------------------

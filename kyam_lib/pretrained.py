@@ -1,8 +1,15 @@
-"""Initialise a KyamViT from a timm ViT checkpoint (a timm model name or a local weight file).
+"""Initialise a KyamViT from a timm ViT checkpoint (a timm model name, optionally with a local file of it).
 
 The pretrained [CLS] embedding and its positional slot are replicated into the C class tokens and
 the [REG] token; patch positional embeddings are resampled to the model's grid; the input conv is
 adapted to other channel counts and patch sizes.
+
+A timm name is checked against the model before any weights are read: width, depth and the number
+of heads must match (a 12-head ViT-B's qkv has the shape of a 16-head one, and copying it would
+silently cut each head across the pretrained ones). The check builds the timm model on the meta
+device, so it needs no network. A local file goes with its timm name through timm's
+``pretrained_cfg_overlay=dict(file=...)``; a bare local file (no name) can be checked for width and
+depth only.
 """
 from __future__ import annotations
 
@@ -17,13 +24,54 @@ from torch import Tensor
 
 from .model import KyamViT
 
-__all__ = ["load_timm_state_dict", "init_from_timm"]
+__all__ = ["timm_architecture", "check_timm_architecture", "load_timm_state_dict", "init_from_timm"]
 
 
-def load_timm_state_dict(source: str) -> dict[str, Tensor]:
-    """A timm ViT state dict from a local file (.safetensors/.pth/.bin/.npz-free) or a timm model name."""
+def _is_file_source(source: str) -> bool:
     path = Path(os.path.expanduser(source))
-    if path.suffix or path.exists():
+    return path.exists() or (path.suffix in (".safetensors", ".pth", ".pt", ".bin", ".npz"))
+
+
+def timm_architecture(name: str) -> dict[str, int]:
+    """{"embed_dim", "depth", "num_heads", "patch_size"} of timm model `name`, without any weights or network."""
+    if name.split(".")[0] not in timm.list_models():
+        raise ValueError(f"{name!r} is not a timm model name")
+    with torch.device("meta"):
+        model = timm.create_model(name, pretrained=False)
+    blocks = getattr(model, "blocks", None)
+    if blocks is None or not hasattr(blocks[0], "attn"):
+        raise ValueError(f"timm model {name!r} is not a ViT (no blocks with attention)")
+    return {"embed_dim": int(model.embed_dim), "depth": len(blocks), "num_heads": int(blocks[0].attn.num_heads),
+            "patch_size": int(model.patch_embed.patch_size[0])}
+
+
+def check_timm_architecture(name: str, *, embed_dim: int, depth: int, num_heads: int) -> None:
+    """Raise ValueError naming both when timm model `name` differs from the model in width, depth or heads."""
+    source = timm_architecture(name)
+    wanted = {"embed_dim": embed_dim, "depth": depth, "num_heads": num_heads}
+    differ = [f"{key} {source[key]} (the model has {value})" for key, value in wanted.items() if source[key] != value]
+    if differ:
+        only_heads = source["embed_dim"] == embed_dim and source["depth"] == depth
+        hint = f"; TrainConfig.num_heads={source['num_heads']} builds a model it fits" if only_heads else ""
+        raise ValueError(f"pretrained timm model {name!r} has " + ", ".join(differ)
+                         + f": its weights cannot initialise this model{hint}")
+
+
+def load_timm_state_dict(source: str, *, file: str = "") -> dict[str, Tensor]:
+    """A timm ViT state dict from a timm model name (with `file`: that model's weights from a local file)
+    or from a bare local file (.safetensors/.pth/.bin)."""
+    if file:
+        path = Path(os.path.expanduser(file))
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: pretrained weight file not found (for timm model {source!r})")
+        try:
+            return timm.create_model(source, pretrained=True, num_classes=0,
+                                     pretrained_cfg_overlay=dict(file=str(path))).state_dict()
+        except (RuntimeError, ValueError, OSError) as err:
+            raise ValueError(f"{path}: not readable as weights of timm model {source!r} "
+                             f"({type(err).__name__}: {err})") from err
+    path = Path(os.path.expanduser(source))
+    if _is_file_source(source):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: pretrained weight file not found")
         try:
@@ -45,11 +93,18 @@ def _grid_of(num_patch_tokens: int) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def init_from_timm(model: KyamViT, state: dict[str, Tensor] | str, *, source_has_cls: bool = True) -> list[str]:
-    """Copy a timm ViT's weights into `model`; returns the kyam parameter names left at their init."""
-    if isinstance(state, str):
-        state = load_timm_state_dict(state)
+def init_from_timm(model: KyamViT, state: dict[str, Tensor] | str, *, file: str = "",
+                   source_has_cls: bool = True) -> list[str]:
+    """Copy a timm ViT's weights into `model`; returns the kyam parameter names left at their init.
+
+    `state`: a state dict, a timm model name (checked against the model first; `file` = a local
+    weight file of that model) or a bare local weight file.
+    """
     cfg = model.config
+    if isinstance(state, str):
+        if file or not _is_file_source(state):
+            check_timm_architecture(state, embed_dim=cfg.embed_dim, depth=cfg.depth, num_heads=cfg.num_heads)
+        state = load_timm_state_dict(state, file=file)
     prefix_tokens = int(source_has_cls)
     pos = state["pos_embed"]
     if pos.shape[-1] != cfg.embed_dim:

@@ -8,8 +8,10 @@
 Under torchrun every process trains on its share of each batch (batch_size is the global batch,
 split evenly); gradients, losses and validation metrics are reduced over all processes, and only
 rank 0 writes. Outputs in --out: config.json, log.jsonl (one line per epoch),
-checkpoints/epoch_NNNN (model, optimizer, scheduler, epoch, RNG states; the last
-keep_checkpoints are kept), model/ (final weights) and metrics.json (written last).
+checkpoints/epoch_NNNN (model, optimizer, scheduler, epoch, RNG states; written every
+checkpoint_every epochs and after the last, the newest keep_checkpoints kept),
+snapshots/epoch_NNNN (weights only, every snapshot_every epochs, never pruned), model/ (final
+weights) and metrics.json (written last).
 Nothing is written before the first epoch has finished, so a run that fails early leaves --out
 as it was; a fresh (not --resume) run replaces an earlier run's outputs when it writes first.
 """
@@ -46,14 +48,13 @@ from .model import MODEL_SIZES, KyamViT
 from .penalty import l0_penalty, sparsity_rate
 from .presets import preset_overrides
 from .pretrained import init_from_timm
+from .protocol import PLACEMENT_FIELDS, dataset_options, resolve_num_workers, resolve_train_split
 
 __all__ = ["TrainingError", "SeededAugmentation", "CachedItems", "model_config_for", "build_datasets", "make_optimizer",
            "make_scheduler", "gates_warming_up", "gate_ramp", "chance_accuracy", "train", "main"]
 
 # Outputs of a run that a fresh (not resumed) run replaces; other files in --out are left alone.
-RUN_OUTPUTS = ("config.json", "log.jsonl", "metrics.json", "checkpoints", "model")
-# Fields that say where a run executes, not what it computes: changing them on resume is fine.
-_PLACEMENT_FIELDS = {"out_dir", "data_root", "device", "num_workers"}
+RUN_OUTPUTS = ("config.json", "log.jsonl", "metrics.json", "checkpoints", "snapshots", "model")
 
 
 class TrainingError(RuntimeError):
@@ -72,6 +73,7 @@ def resolve_device(name: str) -> torch.device:
 
 def model_config_for(cfg: TrainConfig, *, num_classes: int, in_channels: int, multi_label: bool) -> ModelConfig:
     embed_dim, depth, num_heads = MODEL_SIZES[cfg.model_size]
+    num_heads = cfg.num_heads or num_heads
     return ModelConfig(num_classes=num_classes, in_channels=in_channels, image_size=cfg.image_size,
                        patch_size=cfg.patch_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
                        drop_path_rate=cfg.drop_path_rate, classifier=cfg.classifier,
@@ -93,9 +95,11 @@ def build_datasets(cfg: TrainConfig):
                           f"expected one of {list(DATASET_NAMES)}")
     root = Path(cfg.data_root) if cfg.data_root else default_data_root()
     dataset_root = ensure_dataset(cfg.dataset, root)
+    options = dataset_options(cfg)
     train_set = build_dataset(cfg.dataset, dataset_root, cfg.train_split, image_size=cfg.image_size,
-                              augment=cfg.augment)
-    val_set = build_dataset(cfg.dataset, dataset_root, cfg.val_split, image_size=cfg.image_size, augment=False)
+                              augment=cfg.augment, **options)
+    val_set = build_dataset(cfg.dataset, dataset_root, cfg.val_split, image_size=cfg.image_size, augment=False,
+                            **options)
     train_set = _subset(train_set, cfg.max_train_images, cfg.seed)
     val_set = _subset(val_set, cfg.max_val_images, cfg.seed)
     if cfg.cache_items:
@@ -143,11 +147,17 @@ class SeededAugmentation(Dataset):
     def __init__(self, dataset: Dataset, *, seed: int) -> None:
         self.dataset = dataset
         self.seed = seed
-        self.epoch = 0
+        # In shared memory: persistent DataLoader workers keep their copy of the dataset across
+        # epochs and still read the current epoch.
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch[0])
 
     def set_epoch(self, epoch: int) -> None:
-        """Call before iterating (worker processes get a copy of the dataset per epoch)."""
-        self.epoch = epoch
+        """Call before iterating."""
+        self._epoch[0] = epoch
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -320,15 +330,40 @@ def chance_accuracy(labels: torch.Tensor, *, multi_label: bool) -> float:
     return float(labels.sum(0).max() / max(len(labels), 1))
 
 
-def _check_finite(loss: torch.Tensor, *, what: str, out_dir: Path, epoch: int, step: int, cfg: TrainConfig) -> None:
-    """Raise TrainingError on every rank when the value is not finite on any rank."""
-    bad = dist.all_reduce_sum((~torch.isfinite(loss.detach())).float().reshape(1))
+def _check_finite(loss: torch.Tensor, *, what: str, out_dir: Path, epoch: int, step: int, cfg: TrainConfig,
+                  first_step: int | None = None) -> None:
+    """Raise TrainingError on every rank when the value is not finite on any rank.
+
+    With `first_step`, `loss` is a count of non-finite values over steps first_step..step.
+    """
+    if first_step is None:
+        bad = dist.all_reduce_sum((~torch.isfinite(loss.detach())).float().reshape(1))
+    else:
+        bad = dist.all_reduce_sum(loss.detach().float().reshape(1))
     if float(bad) > 0:
         last = latest_checkpoint(out_dir)
         kept = f"the last good checkpoint is kept: {last}" if last else "no checkpoint had been written yet"
-        raise TrainingError(f"{out_dir}: non-finite {what} ({float(loss.detach())}) "
-                            f"at epoch {epoch + 1}, step {step + 1}; "
+        where = (f"step {step + 1}" if first_step is None else f"one of steps {first_step + 1}..{step + 1} "
+                 f"(checked every TrainConfig.finite_check_every={cfg.finite_check_every} steps)")
+        value = f" ({float(loss.detach())})" if first_step is None else ""
+        raise TrainingError(f"{out_dir}: non-finite {what}{value} at epoch {epoch + 1}, {where}; "
                             f"{kept}. Lower TrainConfig.lr ({cfg.lr}) or gate_lr_ratio ({cfg.gate_lr_ratio}), or set grad_clip.")
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor on `device`; to a GPU through pinned memory, so the copy does not wait for the GPU."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
+def loader_settings(cfg: Any, device: torch.device, *, processes: int = 1) -> dict[str, Any]:
+    """DataLoader keyword arguments of cfg's placement fields: workers, pinned memory, persistence."""
+    workers = resolve_num_workers(cfg.num_workers, processes=processes)
+    settings: dict[str, Any] = {"num_workers": workers, "pin_memory": device.type == "cuda"}
+    if workers > 0 and getattr(cfg, "persistent_workers", False):
+        settings["persistent_workers"] = True
+    return settings
 
 
 def _resume_state(checkpoint: Path, model_config: ModelConfig, *, num_classes: int, num_channels: int):
@@ -351,10 +386,15 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
     cfg.deterministic, a resumed run ends with the metrics and weights of an uninterrupted one.
     Raises TrainingError on a non-finite loss, keeping the last good checkpoint.
     """
+    cfg, split_note = resolve_train_split(cfg)
     out_dir = Path(cfg.out_dir)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed, cfg.deterministic, device)
+    if device.type == "cuda" and not cfg.deterministic:
+        torch.backends.cudnn.benchmark = True
     dist.setup(device)
+    if split_note and dist.is_main() and show_progress:
+        _note(split_note)
     kernels = functools.partial(attention_kernels, device, cfg.deterministic)
     amp_dtype = torch.bfloat16 if (cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda")) else None
     world, rank = dist.world_size(), dist.rank()
@@ -377,7 +417,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
                                        num_channels=info.num_channels)
         model.load_state_dict(weights)
     elif cfg.pretrained:
-        init_from_timm(model, cfg.pretrained)
+        init_from_timm(model, cfg.pretrained, file=cfg.pretrained_file)
     model.to(device)
     ddp_model = dist.wrap(model, device)
 
@@ -386,10 +426,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
         raise ConfigError(f"TrainConfig.batch_size {cfg.batch_size} exceeds the {len(train_set)} training images")
     train_data = SeededAugmentation(train_set, seed=cfg.seed)
     sampler = DistributedSampler(train_data, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
-    loader = DataLoader(train_data, batch_size=per_rank_batch, sampler=sampler, num_workers=cfg.num_workers,
-                        drop_last=True, pin_memory=device.type == "cuda")
+    placement = loader_settings(cfg, device, processes=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    loader = DataLoader(train_data, batch_size=per_rank_batch, sampler=sampler, drop_last=True, **placement)
     val_loader = DataLoader(val_set, batch_size=per_rank_batch, sampler=dist.shard_indices(len(val_set)),
-                            num_workers=cfg.num_workers)
+                            **placement)
 
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, len(loader))
@@ -411,7 +451,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
             _note(f"resuming {out_dir} after epoch {start_epoch} ({checkpoint})")
             stored = read_json(checkpoint / "config.json").get("train") or {}
             changed = sorted(k for k, v in cfg.to_dict().items()
-                             if k in stored and stored[k] != v and k not in _PLACEMENT_FIELDS)
+                             if k in stored and stored[k] != v and k not in PLACEMENT_FIELDS)
             if changed:
                 _note(f"note: config differs from the checkpoint's in {changed}; the run is no longer "
                       "the one that was interrupted")
@@ -430,12 +470,15 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
         train_data.set_epoch(epoch)
         started = time.perf_counter()
         sums = torch.zeros(3, device=device, dtype=torch.float64)  # loss, classification loss, l0 over steps
+        # Periodic non-finite check (finite_check_every > 1): a count kept on the device, read every k steps.
+        nonfinite, checked_from = torch.zeros((), device=device), 0
         progress = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                         disable=not (show_progress and dist.is_main()), mininterval=2.0)
         for step, batch in enumerate(progress):
             images, labels = batch["image"].to(device, non_blocking=True), batch["labels"].to(device, non_blocking=True)
-            mask_uniforms = dist.per_sample_uniforms(batch["index"], labels.shape[1], cfg.seed, epoch).to(device)
-            gate_noise = torch.rand(gate_shape, generator=gate_generator).to(device)
+            mask_uniforms = _to_device(dist.per_sample_uniforms(batch["index"], labels.shape[1], cfg.seed, epoch),
+                                       device)
+            gate_noise = _to_device(torch.rand(gate_shape, generator=gate_generator), device)
             if gates_warming_up(cfg, epoch + step / len(loader)):
                 gate_noise = torch.ones_like(gate_noise)  # u -> 1: every gate open
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None), kernels():
@@ -443,13 +486,24 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
             cls_loss = model.loss(output, labels)
             l0 = l0_penalty(model)
             loss = cls_loss + l0_weight_at(cfg, epoch + step / len(loader)) * l0
-            _check_finite(loss, what="loss", out_dir=out_dir, epoch=epoch, step=step, cfg=cfg)
+            every_step = cfg.finite_check_every == 1
+            if every_step:
+                _check_finite(loss, what="loss", out_dir=out_dir, epoch=epoch, step=step, cfg=cfg)
+            else:
+                nonfinite += (~torch.isfinite(loss.detach())).float()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
                 # After DDP's all-reduce every rank holds the same gradients, hence the same norm.
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                _check_finite(grad_norm, what="gradient norm", out_dir=out_dir, epoch=epoch, step=step, cfg=cfg)
+                if every_step:
+                    _check_finite(grad_norm, what="gradient norm", out_dir=out_dir, epoch=epoch, step=step, cfg=cfg)
+                else:
+                    nonfinite += (~torch.isfinite(grad_norm.detach())).float()
+            if not every_step and ((step + 1) % cfg.finite_check_every == 0 or step + 1 == len(loader)):
+                _check_finite(nonfinite, what="loss or gradient norm", out_dir=out_dir, epoch=epoch, step=step,
+                              cfg=cfg, first_step=checked_from)
+                checked_from = step + 1
             optimizer.step()
             scheduler.step()
             sums += torch.stack([loss.detach(), cls_loss.detach(), l0.detach()]).double()
@@ -473,11 +527,16 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
                 cfg.to_json(out_dir / "config.json")
                 first_write = False
             append_jsonl(log_path, {**record, "epoch_seconds": round(time.perf_counter() - started, 3)})
-            save_checkpoint(out_dir / "checkpoints" / f"epoch_{epoch + 1:04d}", model, train_config=cfg.to_dict(),
-                            training_state={"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                            "epoch": epoch + 1, "record": record,
-                                            "rng": _rng_state(gate_generator, device)})
-            _prune_checkpoints(out_dir, cfg.keep_checkpoints)
+            if (epoch + 1) % cfg.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
+                save_checkpoint(out_dir / "checkpoints" / f"epoch_{epoch + 1:04d}", model,
+                                train_config=cfg.to_dict(),
+                                training_state={"optimizer": optimizer.state_dict(),
+                                                "scheduler": scheduler.state_dict(),
+                                                "epoch": epoch + 1, "record": record,
+                                                "rng": _rng_state(gate_generator, device)})
+                _prune_checkpoints(out_dir, cfg.keep_checkpoints)
+            if cfg.snapshot_every and (epoch + 1) % cfg.snapshot_every == 0:
+                save_checkpoint(out_dir / "snapshots" / f"epoch_{epoch + 1:04d}", model, train_config=cfg.to_dict())
             if show_progress:
                 _note(f"epoch {epoch + 1}/{cfg.epochs}  loss {record['train_loss']:.4f}"
                       f"  val_loss {record['val_loss']:.4f}"
@@ -516,11 +575,6 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, bo
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     args, rest = parser.parse_known_args(argv)
     sources: list[tuple[str, dict[str, Any]]] = []  # (where, values), later ones win
-    if args.preset:
-        try:
-            sources.append((f"--preset {args.preset}", preset_overrides(args.preset)))
-        except ValueError as err:
-            raise ConfigError(f"--preset: {err}") from None
     if args.config:
         try:
             loaded = read_json(args.config)
@@ -530,6 +584,13 @@ def config_from_args(argv: Sequence[str] | None = None) -> tuple[TrainConfig, bo
             raise ConfigError(f"{args.config}: expected a JSON object of TrainConfig fields")
         sources.append((str(args.config), loaded))
     sources.append(("command line", parse_overrides(rest)))
+    if args.preset:
+        # The preset goes first; its per-dataset settings follow the dataset the later sources name.
+        dataset = next((given["dataset"] for _, given in reversed(sources) if "dataset" in given), None)
+        try:
+            sources.insert(0, (f"--preset {args.preset}", preset_overrides(args.preset, dataset)))
+        except ValueError as err:
+            raise ConfigError(f"--preset: {err}") from None
     if args.out:
         sources.append(("--out", {"out_dir": args.out}))
     values: dict[str, Any] = {}

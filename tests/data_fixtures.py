@@ -265,3 +265,42 @@ def write_endotect(root: Path) -> dict:
         mask_path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(polyp_mask()).convert("RGB").save(mask_path, format="JPEG", quality=90)
     return {"paths": paths}
+
+
+def write_voc_protocol(root: Path) -> dict:
+    """VOCdevkit/VOC2012 with odd-sized images (500x375 and 375x500, W x H), SBD's SegmentationClassAug and
+    train_aug.txt; train = 2 images, val = 2, train_aug = the train images + 2 SBD-only ones, test = 2 without masks.
+
+    Each image is a flat colour with one bright rectangle where its mask has the object (15 person or
+    12 dog), and a void (255) band along the object's top edge, as VOC draws object borders.
+    """
+    voc = root / "VOCdevkit" / "VOC2012"
+    sizes = {"2007_000001": (375, 500), "2007_000002": (500, 375), "2007_000003": (375, 500),
+             "2007_000004": (500, 375), "2007_000005": (375, 500), "2007_000006": (500, 375),
+             "2008_000007": (375, 500), "2008_000008": (500, 375)}  # id: (H, W)
+    classes = {"2007_000001": 15, "2007_000002": 12, "2007_000003": 15, "2007_000004": 12,
+               "2007_000005": 12, "2007_000006": 15}
+    train, val, aug_only, test = list(sizes)[:2], list(sizes)[2:4], list(sizes)[4:6], list(sizes)[6:]
+    masks = {}
+    for number, (image_id, (height, width)) in enumerate(sizes.items()):
+        image = np.full((height, width, 3), (40 + 20 * number, 90, 120), np.uint8)
+        top, left = height // 4, width // 4 + 10 * number
+        image[top:top + height // 2, left:left + width // 3] = (230, 220, 40)
+        write_jpeg(voc / "JPEGImages" / f"{image_id}.jpg", image)
+        if image_id in test:
+            continue
+        mask = np.zeros((height, width), np.uint8)
+        mask[top:top + height // 2, left:left + width // 3] = classes[image_id]
+        mask[top:top + 3, left:left + width // 3] = 255
+        masks[image_id] = mask
+        if image_id not in aug_only:
+            write_png(voc / "SegmentationClass" / f"{image_id}.png", mask)
+        if image_id not in val:  # SBD masks are greyscale index PNGs
+            write_png(voc / "SegmentationClassAug" / f"{image_id}.png", mask, with_palette=False)
+    sets = voc / "ImageSets" / "Segmentation"
+    sets.mkdir(parents=True)
+    for name, ids in (("train", train), ("val", val), ("train_aug", train + aug_only), ("test", test),
+                      ("trainval", train + val)):
+        (sets / f"{name}.txt").write_text("".join(f"{i}\n" for i in ids))
+    return {"root": voc, "sizes": sizes, "masks": masks, "train": train, "val": val, "train_aug": train + aug_only,
+            "test": test}

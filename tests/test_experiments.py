@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -98,14 +99,24 @@ def test_run_variant_trains_once_resumes_and_retrains_on_a_new_config(data_root,
     assert metrics_file.is_file()
     assert len((run_dir / "log.jsonl").read_text().splitlines()) == 1
 
-    # a run directory holding another configuration (a changed preset) is trained again from scratch
+    # moving the data or changing workers and device keeps the finished run: nothing is retrained
+    moved = tmp_path / "moved_data"
+    shutil.copytree(data_root, moved)
+    kept = metrics_file.stat().st_mtime_ns
+    capsys.readouterr()
+    assert experiments.run_variant("smoke", "full", **{**kwargs, "data_root": str(moved), "num_workers": 1,
+                                                       "device": "cpu"}) == run_dir
+    assert metrics_file.stat().st_mtime_ns == kept and "training" not in capsys.readouterr().out
+    assert json.loads((run_dir / "config.json").read_text())["data_root"] == str(moved.resolve())
+
+    # a directory holding another configuration (a changed preset) is kept; the new run goes beside it
     stored = json.loads((run_dir / "config.json").read_text())
     (run_dir / "config.json").write_text(json.dumps({**stored, "lr": 0.5}))
-    before = metrics_file.stat().st_mtime_ns
-    experiments.run_variant("smoke", "full", **kwargs)
-    assert metrics_file.stat().st_mtime_ns != before
-    assert json.loads((run_dir / "config.json").read_text())["lr"] == stored["lr"]
-    assert not (run_dir / "eval").exists(), "scores of the replaced model are dropped"
+    new_dir = experiments.run_variant("smoke", "full", **kwargs)
+    assert new_dir == run_dir.with_name(run_dir.name + "-2") and (new_dir / "metrics.json").is_file()
+    assert metrics_file.stat().st_mtime_ns == kept  # the finished run is untouched
+    assert json.loads((run_dir / "config.json").read_text())["lr"] == 0.5
+    assert experiments.run_variant("smoke", "full", **kwargs) == new_dir  # and is found again
 
 
 def test_run_table_rows(data_root, tmp_path):

@@ -62,3 +62,28 @@ def test_bad_sources(tmp_path, timm_file):
     wide = KyamViT(ModelConfig(num_classes=2, image_size=(64, 64), patch_size=16, embed_dim=64, depth=2, num_heads=4))
     with pytest.raises(ValueError, match="width 32 differs"):
         init_from_timm(wide, str(path))
+
+
+def test_twelve_head_timm_weights_into_a_sixteen_head_model_fail_before_any_download():
+    # vit_base_patch16_224.augreg_in21k is not cached here and there is no hub: the error must come first.
+    model = KyamViT(ModelConfig(num_classes=2, image_size=(32, 32), patch_size=16, embed_dim=768, depth=12,
+                                num_heads=16))
+    with pytest.raises(ValueError, match=r"has num_heads 12 \(the model has 16\).*num_heads=12"):
+        init_from_timm(model, "vit_base_patch16_224.augreg_in21k")
+
+
+def test_local_file_of_a_named_timm_model(tmp_path):
+    torch.manual_seed(0)
+    source = timm.create_model("vit_tiny_patch16_224", pretrained=False)  # 192 wide, 12 blocks, 3 heads
+    path = tmp_path / "vit_tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    model = KyamViT(ModelConfig(num_classes=2, image_size=(32, 32), patch_size=16, embed_dim=192, depth=12,
+                                num_heads=3))
+    init_from_timm(model, "vit_tiny_patch16_224", file=str(path))
+    assert torch.equal(model.blocks[11].attn.qkv.weight, source.blocks[11].attn.qkv.weight)
+    four_heads = KyamViT(ModelConfig(num_classes=2, image_size=(32, 32), patch_size=16, embed_dim=192, depth=12,
+                                     num_heads=4))
+    with pytest.raises(ValueError, match=r"'vit_tiny_patch16_224' has num_heads 3 \(the model has 4\)"):
+        init_from_timm(four_heads, "vit_tiny_patch16_224", file=str(path))
+    with pytest.raises(FileNotFoundError, match="missing.safetensors.*vit_tiny_patch16_224"):
+        init_from_timm(model, "vit_tiny_patch16_224", file=str(tmp_path / "missing.safetensors"))
