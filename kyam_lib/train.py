@@ -33,7 +33,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from tqdm.auto import tqdm
 
@@ -48,7 +47,8 @@ from .model import MODEL_SIZES, KyamViT
 from .penalty import l0_penalty, sparsity_rate
 from .presets import preset_overrides
 from .pretrained import init_from_timm
-from .protocol import PLACEMENT_FIELDS, dataset_options, resolve_num_workers, resolve_train_split
+from .protocol import PLACEMENT_FIELDS, dataset_options, resolve_train_split
+from .runtime import attention_kernels, loader_settings, resolve_device, seed_everything, to_device
 
 __all__ = ["TrainingError", "SeededAugmentation", "CachedItems", "model_config_for", "build_datasets", "make_optimizer",
            "make_scheduler", "gates_warming_up", "gate_ramp", "chance_accuracy", "train", "main"]
@@ -59,16 +59,6 @@ RUN_OUTPUTS = ("config.json", "log.jsonl", "metrics.json", "checkpoints", "snaps
 
 class TrainingError(RuntimeError):
     """Training cannot go on (non-finite loss, ...); the last good checkpoint is kept."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """"auto" = this process's GPU (torchrun's LOCAL_RANK) when CUDA is available, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda", dist.local_rank()) if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", dist.local_rank())
-    return device
 
 
 def model_config_for(cfg: TrainConfig, *, num_classes: int, in_channels: int, multi_label: bool) -> ModelConfig:
@@ -234,32 +224,6 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, steps_per
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
 
 
-def seed_everything(seed: int, deterministic: bool, device: torch.device) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if deterministic:
-        if device.type == "cuda":
-            # cuBLAS picks reduction orders per workspace; a fixed workspace makes them repeatable.
-            # Only effective before the first cuBLAS call of the process.
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        # warn_only: an op without a deterministic kernel warns instead of stopping a long run.
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-
-
-def attention_kernels(device: torch.device, deterministic: bool):
-    """Context for the model's forward: on CUDA with `deterministic`, the math attention kernel only.
-
-    The fused kernels (flash, memory-efficient, cuDNN) may accumulate the backward with atomics,
-    which is not repeatable under warn-only deterministic mode; the math kernel is plain matmuls.
-    """
-    if device.type == "cuda" and deterministic:
-        return sdpa_kernel([SDPBackend.MATH])
-    return contextlib.nullcontext()
-
-
 def _rng_state(gate_generator: torch.Generator, device: torch.device) -> dict[str, Any]:
     """Every random stream of this process (identical on all ranks: same seeds, same draws)."""
     version, keys, gauss_next = random.getstate()
@@ -348,22 +312,6 @@ def _check_finite(loss: torch.Tensor, *, what: str, out_dir: Path, epoch: int, s
         value = f" ({float(loss.detach())})" if first_step is None else ""
         raise TrainingError(f"{out_dir}: non-finite {what}{value} at epoch {epoch + 1}, {where}; "
                             f"{kept}. Lower TrainConfig.lr ({cfg.lr}) or gate_lr_ratio ({cfg.gate_lr_ratio}), or set grad_clip.")
-
-
-def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A CPU tensor on `device`; to a GPU through pinned memory, so the copy does not wait for the GPU."""
-    if device.type == "cuda":
-        return tensor.pin_memory().to(device, non_blocking=True)
-    return tensor.to(device)
-
-
-def loader_settings(cfg: Any, device: torch.device, *, processes: int = 1) -> dict[str, Any]:
-    """DataLoader keyword arguments of cfg's placement fields: workers, pinned memory, persistence."""
-    workers = resolve_num_workers(cfg.num_workers, processes=processes)
-    settings: dict[str, Any] = {"num_workers": workers, "pin_memory": device.type == "cuda"}
-    if workers > 0 and getattr(cfg, "persistent_workers", False):
-        settings["persistent_workers"] = True
-    return settings
 
 
 def _resume_state(checkpoint: Path, model_config: ModelConfig, *, num_classes: int, num_channels: int):
@@ -476,9 +424,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
                         disable=not (show_progress and dist.is_main()), mininterval=2.0)
         for step, batch in enumerate(progress):
             images, labels = batch["image"].to(device, non_blocking=True), batch["labels"].to(device, non_blocking=True)
-            mask_uniforms = _to_device(dist.per_sample_uniforms(batch["index"], labels.shape[1], cfg.seed, epoch),
+            mask_uniforms = to_device(dist.per_sample_uniforms(batch["index"], labels.shape[1], cfg.seed, epoch),
                                        device)
-            gate_noise = _to_device(torch.rand(gate_shape, generator=gate_generator), device)
+            gate_noise = to_device(torch.rand(gate_shape, generator=gate_generator), device)
             if gates_warming_up(cfg, epoch + step / len(loader)):
                 gate_noise = torch.ones_like(gate_noise)  # u -> 1: every gate open
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None), kernels():
