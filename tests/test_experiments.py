@@ -8,6 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from kyam_lib.presets import run_family
+
 from kyam_lib import experiments
 from kyam_lib.config import TrainConfig
 
@@ -35,8 +37,11 @@ def test_sweep_specs_map_onto_named_variants():
     assert [spec.label for spec in experiments.mask_rate_runs()] == ["0", "0.25", "0.5", "0.75", "1.0"]
     names = [run_name(experiments.experiment_config("full", spec.variant, **spec.overrides))
              for spec in experiments.lambda_runs()]
-    assert names == ["full/shapes/no_pruning_seed0", "full/shapes/full_l0_weight-0.001_seed0",
-                     "full/shapes/full_seed0", "full/shapes/full_l0_weight-0.1_seed0"]
+    # "full" has the quick settings: its runs are quick's (one cache folder, run_family)
+    assert names == ["quick/shapes/no_pruning_seed0", "quick/shapes/full_l0_weight-0.001_seed0",
+                     "quick/shapes/full_seed0", "quick/shapes/full_l0_weight-0.1_seed0"]
+    assert run_family("full") == "quick" and run_family("smoke") == "smoke" and run_family("paper") == "paper"
+    assert experiments.experiment_config("quick", "cam").lr == 5e-3  # a baseline's own lr (VARIANT_PRESETS)
     cfg = experiments.experiment_config("quick", "no_pruning")
     assert cfg.l0_weight == 0.0 and not cfg.use_head_gates
 
