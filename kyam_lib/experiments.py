@@ -216,7 +216,7 @@ def run_variant(preset: str, variant: str = "full", *, seed: int = 0, dataset: s
 
 def evaluate_variant(run_dir: str | Path, variant: str = "full", *, preset: str | None = None,
                      max_images: int | None = None, save_masks: bool = True,
-                     eval_name: str = "eval") -> dict[str, Any]:
+                     eval_name: str = "eval", train_split: str | None = None) -> dict[str, Any]:
     """Pseudo-mask scores of a trained run (cached in <run_dir>/<eval_name>); see `kyam_lib.evaluate.evaluate_run`."""
     from .evaluate import EvalConfig, evaluate_run
     from .model import MODEL_SIZES
@@ -227,9 +227,13 @@ def evaluate_variant(run_dir: str | Path, variant: str = "full", *, preset: str 
         max_images = EVAL_MAX_IMAGES.get(preset or "", 0)
     depth = MODEL_SIZES[train_cfg.model_size][1]
     eval_dir = run_dir / eval_name
+    # Pseudo-masks are scored on the split with ground truth for every image: VOC's train (1,464)
+    # for a classifier trained on train_aug (10,582), as every WSSS method reports them.
+    # `train_split` overrides it (the segmentation model trains on the run's own training split).
+    scored = train_split or ("train" if train_cfg.train_split == "train_aug" else train_cfg.train_split)
     cfg = EvalConfig(run_dir=str(run_dir), out_dir=str(eval_dir), blocks=eval_blocks_for(variant, depth),
                      max_images=max_images, save_masks=save_masks,
-                     splits=(train_cfg.train_split, train_cfg.val_split), select_split=train_cfg.train_split)
+                     splits=(scored, train_cfg.val_split), select_split=scored)
     if _same_config(eval_dir / "config.json", cfg) and (eval_dir / "metrics.json").is_file():
         return read_json(eval_dir / "metrics.json")
     print(f"evaluating {run_dir}")
@@ -488,9 +492,12 @@ def segmentation_config(preset: str, supervision: str, *, seed: int = 0, dataset
     run_dir = run_variant(preset, "full", seed=seed, dataset=dataset, data_root=data_root, runs_dir=runs_dir,
                           **overrides)
     # the scoring evaluation when it already covers those images, else one of its own
-    eval_name = "eval" if train_images == EVAL_MAX_IMAGES.get(preset, 0) else "eval_segmentation"
-    summary = evaluate_variant(run_dir, "full", preset=preset, max_images=train_images, eval_name=eval_name)
     cfg = TrainConfig.from_json(run_dir / "config.json")
+    scored = "train" if cfg.train_split == "train_aug" else cfg.train_split
+    eval_name = ("eval" if train_images == EVAL_MAX_IMAGES.get(preset, 0) and scored == cfg.train_split
+                 else "eval_segmentation")
+    summary = evaluate_variant(run_dir, "full", preset=preset, max_images=train_images, eval_name=eval_name,
+                               train_split=cfg.train_split)
     masked_images = summary["splits"][cfg.train_split]["images"]
     split_size = len(_dataset_of(cfg, cfg.train_split))
     shared = {name: getattr(cfg, name) for name in (

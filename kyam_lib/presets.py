@@ -77,7 +77,7 @@ def preset_overrides(name: str, dataset: str | None = None) -> dict[str, Any]:
 SEG_PRESETS: dict[str, dict[str, Any]] = {
     "smoke": dict(epochs=2, batch_size=16, lr=1e-3, warmup_epochs=0.5, augment=False, train_images=32),
     "quick": dict(epochs=12, batch_size=32, lr=1e-3, warmup_epochs=1.0, augment=False, train_images=2000),
-    "paper": dict(train_images=0),
+    "paper": dict(train_images=0, architecture="deeplabv3_resnet101"),  # = segmentation.PRESET_SEGMENTERS
 }
 SEG_PRESETS["full"] = dict(SEG_PRESETS["quick"])
 

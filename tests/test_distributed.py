@@ -89,7 +89,8 @@ def test_two_processes_match_one_with_the_same_global_batch(data_root, tmp_path)
     largest = max(float((a[k] - b[k]).abs().max()) for k in a)
     print(f"max |weight difference| 2x8 vs 1x16: {largest:.3g}")
     assert largest <= WEIGHT_TOLERANCE
-    # The runs must actually have trained, or equal weights would prove nothing.
+    # The runs must actually have trained, or equal weights would prove nothing (the gates' lr is
+    # the weights' lr: epoch 2 moves a weight by a few 1e-3).
     epoch2_change = max(float((a[k] - load_file(str(ddp_out / "checkpoints" / "epoch_0001" / "model.safetensors"))[k])
                             .abs().max()) for k in a)
-    assert epoch2_change > 100 * WEIGHT_TOLERANCE
+    assert epoch2_change > 20 * WEIGHT_TOLERANCE

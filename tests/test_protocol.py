@@ -111,8 +111,6 @@ def test_paper_run_trains_on_train_aug_and_scores_train_and_val(paper_run, voc):
     assert names == {"train": voc["train"], "val": voc["val"]}
 
 
-@pytest.mark.xfail(reason="pseudo-masks at each image's own size come with the evaluation's image-resolution "
-                          "change (kyam_lib.evaluate), developed separately", strict=False)
 def test_paper_run_pseudo_masks_have_each_jpegs_size(paper_run, voc):
     out, _ = paper_run
     for split in ("train", "val"):
