@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import types
 import time
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -34,6 +35,7 @@ from .io import atomic_write, write_json
 from .metrics import ConfusionMatrix, classifier_accuracy, mean_average_precision
 from .model import KyamViT
 from .penalty import sparsity_rate
+from .protocol import dataset_options
 from .pseudo_masks import DEFAULT_THRESHOLDS, select_classes
 from .score import SCORE_ONLY_FIELDS, main as score_main
 from .split_scores import SplitScorer
@@ -249,7 +251,9 @@ def evaluate_run(cfg: EvalConfig) -> dict[str, Any]:
 
     datasets = {}
     for split in cfg.splits:
-        dataset = build_dataset(name, root, split, image_size=image_size, augment=False)
+        # the run's loader options (e.g. DFC2020 with Sentinel-1: 15 channels)
+        dataset = build_dataset(name, root, split, image_size=image_size, augment=False,
+                                **dataset_options(types.SimpleNamespace(**train_cfg), name))
         check_compatible(loaded.model_config, num_classes=len(dataset.class_names), num_channels=dataset.num_channels,
                          source=str(run_dir / "model"))
         dataset = _run_subset(dataset, split, train_cfg, cfg.max_images)

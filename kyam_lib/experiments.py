@@ -28,7 +28,7 @@ import pandas as pd
 from .config import TrainConfig
 from .io import read_json, write_json
 from .presets import preset_overrides, run_family, seg_preset_overrides, variant_preset_overrides
-from .protocol import PLACEMENT_FIELDS, computed_fields, resolve_train_split
+from .protocol import PLACEMENT_FIELDS, computed_fields, dataset_options, resolve_train_split
 
 __all__ = [
     "VARIANTS", "BASELINES", "ABLATIONS", "LAMBDAS", "MASK_RATES", "LAMBDA_LABELS", "MASK_RATE_LABELS",
@@ -342,7 +342,7 @@ def _dataset_of(cfg: TrainConfig, split: str):
     from .data import build_dataset, ensure_dataset
 
     return build_dataset(cfg.dataset, ensure_dataset(cfg.dataset, cfg.data_root), split,
-                         image_size=cfg.image_size, augment=False)
+                         image_size=cfg.image_size, augment=False, **dataset_options(cfg))
 
 
 def sample_ids(run_dir: str | Path, *, split: str = "val", n: int = 4) -> list[str]:

@@ -138,3 +138,12 @@ def test_gated_mean_output_gives_the_same_maps_as_all_heads():
     last = class_maps_for(model, model(images, return_attention=True, attention_heads="gated_mean"), (32, 32),
                           blocks=1)
     torch.testing.assert_close(last, class_maps_for(model, model(images, return_attention=True), (32, 32), blocks=1))
+
+
+def test_evaluation_builds_the_run_s_dataset_with_its_loader_options(runs, tmp_path):
+    """A run trained with Sentinel-1 bands (15 channels) is evaluated on 15 channels, not 13."""
+    base = runs["regions"]
+    cfg = base.replace(dfc2020_use_s1=True, out_dir=str(tmp_path / "s1"))
+    train(cfg, show_progress=False)
+    summary = evaluate_run(EvalConfig(run_dir=cfg.out_dir, out_dir=str(tmp_path / "s1" / "eval"), save_masks=False))
+    assert summary["splits"]["val"]["images"] == 16
