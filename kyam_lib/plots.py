@@ -62,8 +62,10 @@ def learning_curves(log: pd.DataFrame, *, hue: str = "label") -> plt.Figure:
     were held open (the L0 warm-up) are shaded; sparsity is drawn only for runs with gates.
     """
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    names = list(dict.fromkeys(log[hue]))
+    colours = dict(zip(names, sns.color_palette(n_colors=len(names))))  # one colour per run in both panels
     sns.lineplot(data=log, x="epoch", y="val_classifier_acc", hue=hue, units="seed", estimator=None,
-                 marker="o", markersize=3, ax=axes[0])
+                 marker="o", markersize=3, ax=axes[0], palette=colours)
     chance = float(log["val_chance_acc"].mean()) if "val_chance_acc" in log else None
     if chance is not None:
         axes[0].axhline(chance, color="0.4", linestyle="--", linewidth=1)
@@ -73,7 +75,7 @@ def learning_curves(log: pd.DataFrame, *, hue: str = "label") -> plt.Figure:
     gated = log[log.get("gated", True)] if "gated" in log else log
     if len(gated):
         sns.lineplot(data=gated, x="epoch", y="sparsity", hue=hue, units="seed", estimator=None,
-                     marker="o", markersize=3, ax=axes[1])
+                     marker="o", markersize=3, ax=axes[1], palette={k: colours[k] for k in dict.fromkeys(gated[hue])})
     axes[1].set_title("head sparsity (runs with gates)")
     axes[1].set_ylim(-0.02, 1.02)
     held = log.loc[log.get("gates_held_open", False) == True, "epoch"] if "gates_held_open" in log else []  # noqa: E712
