@@ -33,10 +33,10 @@ test-fast: venv
 	$(PY) -m pytest -q -ra -m "not browser and not slow"
 
 reproduce: venv
-	$(PY) -m kyam_lib.reproduce --preset $(PRESET) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(DATASET),--dataset $(DATASET)) $(if $(DATA_ROOT),--data-root $(DATA_ROOT))
+	$(PY) -m kyam_lib.experiments.reproduce --preset $(PRESET) $(if $(SEEDS),--seeds $(SEEDS)) $(if $(DATASET),--dataset $(DATASET)) $(if $(DATA_ROOT),--data-root $(DATA_ROOT))
 
 browse: venv
 	$(VENV)/bin/voila notebooks/08_attention_browser.ipynb --port=8866 --no-browser --Voila.ip=127.0.0.1 --show_tracebacks=True
 
 bench: venv
-	$(PY) -m kyam_lib.bench
+	$(PY) -m benchmarks.bench

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from .config import ConfigError, ModelConfig
 from .io import read_json
-from .model import KyamViT
+from .method.model import KyamViT
 
 __all__ = ["CheckpointError", "write_weights_dir", "read_weights_dir", "LoadedCheckpoint", "save_checkpoint", "load_checkpoint", "load_training_state",
            "epoch_checkpoints", "latest_checkpoint", "remove_stale_temporaries", "check_compatible"]

@@ -32,11 +32,11 @@ from .inference import (EvalItems, class_maps_for, collate_eval, grid_class_maps
                         size_groups)
 from .interop import MapFileError
 from .io import atomic_write, write_json
-from .metrics import ConfusionMatrix, classifier_accuracy, mean_average_precision
-from .model import KyamViT
-from .penalty import sparsity_rate
+from .method.metrics import ConfusionMatrix, classifier_accuracy, mean_average_precision
+from .method.model import KyamViT
+from .method.gates import sparsity_rate
 from .protocol import dataset_options
-from .pseudo_masks import DEFAULT_THRESHOLDS, select_classes
+from .method.pseudo_masks import DEFAULT_THRESHOLDS, select_classes
 from .score import SCORE_ONLY_FIELDS, main as score_main
 from .split_scores import SplitScorer
 

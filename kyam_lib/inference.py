@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset, Subset, default_collate
 
-from kyam_lib.aggregation import class_maps as aggregate_class_maps
-from kyam_lib.model import KyamOutput, KyamViT
+from kyam_lib.method.class_maps import class_maps as aggregate_class_maps
+from kyam_lib.method.model import KyamOutput, KyamViT
 
 __all__ = ["class_maps_for", "EvalItems", "collate_eval", "scaled_size", "grid_class_maps", "maps_at_sizes",
            "max_normalise", "size_groups"]

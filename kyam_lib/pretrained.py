@@ -22,7 +22,7 @@ from timm.layers import resample_abs_pos_embed, resample_patch_embed
 from timm.models import adapt_input_conv, load_state_dict
 from torch import Tensor
 
-from .model import KyamViT
+from .method.model import KyamViT
 
 __all__ = ["timm_architecture", "check_timm_architecture", "load_timm_state_dict", "init_from_timm"]
 

@@ -32,8 +32,8 @@ from kyam_lib.data.base import IGNORE_INDEX
 from kyam_lib.inference import max_normalise
 from kyam_lib.interop import MapFileError, read_class_maps, read_cls_labels, write_cls_labels
 from kyam_lib.io import atomic_write, write_json
-from kyam_lib.metrics import ConfusionMatrix
-from kyam_lib.pseudo_masks import DEFAULT_THRESHOLDS, select_classes
+from kyam_lib.method.metrics import ConfusionMatrix
+from kyam_lib.method.pseudo_masks import DEFAULT_THRESHOLDS, select_classes
 from kyam_lib.split_scores import SplitScorer
 
 __all__ = ["ScoreConfig", "SCORE_ONLY_FIELDS", "score_masks", "score_maps", "cls_labels_of", "main"]

@@ -42,9 +42,9 @@ from .checkpoint import (CheckpointError, epoch_checkpoints, check_compatible, l
 from .config import ConfigError, ModelConfig, TrainConfig, parse_overrides
 from .data import DATASET_NAMES, DatasetError, build_dataset, default_data_root, ensure_dataset
 from .io import append_jsonl, atomic_write, read_json, remove_run_outputs, write_json
-from .metrics import classifier_accuracy
-from .model import MODEL_SIZES, KyamViT
-from .penalty import l0_penalty, sparsity_rate
+from .method.metrics import classifier_accuracy
+from .method.model import MODEL_SIZES, KyamViT
+from .method.gates import l0_penalty, sparsity_rate
 from .presets import preset_overrides
 from .pretrained import init_from_timm
 from .protocol import PLACEMENT_FIELDS, dataset_options, resolve_train_split

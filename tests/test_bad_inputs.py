@@ -28,8 +28,8 @@ from kyam_lib.config import ConfigError, TrainConfig
 from kyam_lib.data import DatasetError, DatasetNotFoundError
 from kyam_lib.data.dfc2020 import read_tif
 from kyam_lib.data.synthetic import generate_shapes
-from kyam_lib.model import KyamViT
-from kyam_lib.notebook_params import NotebookParameterError, check_parameters
+from kyam_lib.method.model import KyamViT
+from kyam_lib.experiments.notebook_params import NotebookParameterError, check_parameters
 from kyam_lib.presets import preset_overrides
 from kyam_lib.train import config_from_args, main, model_config_for, train
 

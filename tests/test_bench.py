@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from kyam_lib import bench
-from kyam_lib.aggregation import class_maps
+from benchmarks import bench
+from kyam_lib.method.class_maps import class_maps
 from kyam_lib.config import ModelConfig
-from kyam_lib.model import KyamViT
-from kyam_lib.pseudo_masks import masks_without_background
+from kyam_lib.method.model import KyamViT
+from kyam_lib.method.pseudo_masks import masks_without_background
 
 
 def _is_number(value) -> bool:
@@ -165,7 +165,7 @@ def test_update_timing_refreshes_only_benchmark_4(tmp_path):
     import shutil
     from pathlib import Path
 
-    from kyam_lib.bench import main
+    from benchmarks.bench import main
 
     committed = Path(__file__).resolve().parents[1] / "results" / "benchmarks.json"
     shutil.copy(committed, tmp_path / "benchmarks.json")

@@ -3,15 +3,16 @@ import numpy as np
 import pytest
 import torch
 
-from kyam_lib.aggregation import class_maps
-from kyam_lib.browser import (AttentionBrowser, BrowserApp, ClassRow, GateGrid, find_checkpoints, resolve_checkpoint)
+from kyam_lib.method.class_maps import class_maps
+from kyam_lib.apps.browser import BrowserApp, GateGrid
+from kyam_lib.apps.browser_logic import AttentionBrowser, ClassRow, find_checkpoints, resolve_checkpoint
 from kyam_lib.checkpoint import save_checkpoint
 from kyam_lib.config import ModelConfig, TrainConfig
 from kyam_lib.data import build_dataset
 from kyam_lib.data.synthetic import generate_regions, generate_shapes
 from kyam_lib.io import write_json
-from kyam_lib.model import KyamViT
-from kyam_lib.pseudo_masks import select_classes
+from kyam_lib.method.model import KyamViT
+from kyam_lib.method.pseudo_masks import select_classes
 
 # Evaluation gates of the test model: block 0 all open, block 1 heads 1 and 3 pruned, block 2 all pruned.
 GATES = np.array([[1, 1, 1, 1], [1, 0, 1, 0], [0, 0, 0, 0]], dtype=np.float32)

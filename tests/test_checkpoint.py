@@ -7,7 +7,7 @@ import torch
 from kyam_lib.checkpoint import (CheckpointError, check_compatible, latest_checkpoint, load_checkpoint,
                                  load_training_state, save_checkpoint)
 from kyam_lib.config import ModelConfig
-from kyam_lib.model import KyamViT
+from kyam_lib.method.model import KyamViT
 
 
 def small_model(**kw):

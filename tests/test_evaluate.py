@@ -12,7 +12,7 @@ import pytest
 from kyam_lib.config import ConfigError, TrainConfig
 from kyam_lib.evaluate import EvalConfig, class_sources, evaluate_run
 from kyam_lib.presets import preset_overrides
-from kyam_lib.pseudo_masks import load_mask_png
+from kyam_lib.method.pseudo_masks import load_mask_png
 from kyam_lib.train import build_datasets, train
 
 
@@ -124,7 +124,7 @@ def test_gated_mean_output_gives_the_same_maps_as_all_heads():
 
     from kyam_lib.config import ModelConfig
     from kyam_lib.evaluate import class_maps_for
-    from kyam_lib.model import KyamViT
+    from kyam_lib.method.model import KyamViT
 
     torch.manual_seed(0)
     model = KyamViT(ModelConfig(num_classes=3, image_size=(32, 32), embed_dim=32, depth=3, num_heads=4)).eval()

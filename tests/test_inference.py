@@ -11,7 +11,7 @@ from kyam_lib.config import ModelConfig
 from kyam_lib.data import build_dataset
 from kyam_lib.inference import (EvalItems, collate_eval, grid_class_maps, maps_at_sizes, max_normalise, scaled_size,
                                 size_groups)
-from kyam_lib.model import KyamViT
+from kyam_lib.method.model import KyamViT
 from wsss_fixtures import VOC_ODD_ITEMS, write_voc_odd
 
 

@@ -2,9 +2,9 @@
 import json
 from pathlib import Path
 
-from kyam_lib.bench import render_markdown
+from benchmarks.bench import render_markdown
 from kyam_lib.data import build_dataset
-from kyam_lib.loader_bench import loader_markdown, measure_loader, write_voc_layout
+from benchmarks.loader_bench import loader_markdown, measure_loader, write_voc_layout
 
 
 def test_loader_images_per_s_by_worker_count(tmp_path):

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from kyam_lib.masking import mask_absent_class_tokens
+from kyam_lib.method.masking import mask_absent_class_tokens
 
 
 def test_rate_zero_is_identity():

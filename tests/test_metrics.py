@@ -7,7 +7,7 @@ import torch.distributed as dist
 from torchmetrics.classification import (MulticlassAccuracy, MulticlassJaccardIndex, MultilabelAccuracy,
                                          MultilabelAveragePrecision)
 
-from kyam_lib.metrics import ConfusionMatrix, classifier_accuracy, mean_average_precision, sparsity_rate
+from kyam_lib.method.metrics import ConfusionMatrix, classifier_accuracy, mean_average_precision, sparsity_rate
 
 
 def _hand_example() -> ConfusionMatrix:

@@ -6,7 +6,8 @@ import timm
 import torch
 
 from kyam_lib.config import ModelConfig
-from kyam_lib.model import GatedAttention, HeadGate, KyamViT, TokenLayout
+from kyam_lib.method.gates import HeadGate
+from kyam_lib.method.model import GatedAttention, KyamViT, TokenLayout
 from kyam_lib.pretrained import init_from_timm
 
 

@@ -1,6 +1,6 @@
 """The numbered notebooks: stored output-free with a parameters cell, and executed end to end with smoke=True.
 
-The execution tests run `kyam_lib.reproduce` (papermill, one kernel per notebook) on tiny SYNTHETIC
+The execution tests run `kyam_lib.experiments.reproduce` (papermill, one kernel per notebook) on tiny SYNTHETIC
 datasets in a temporary data root, writing runs and results into temporary folders.
 """
 from __future__ import annotations
@@ -14,10 +14,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from kyam_lib import report
+from kyam_lib.experiments import report
 from kyam_lib.config import TrainConfig
 from kyam_lib.crf import crf_available
-from kyam_lib.notebook_params import NotebookParameterError, check_parameters, notebook_parameters
+from kyam_lib.experiments.notebook_params import NotebookParameterError, check_parameters, notebook_parameters
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO / "notebooks"
@@ -132,7 +132,7 @@ def _digest(paths: list[Path]) -> dict[str, str]:
 def smoke_results(tmp_path_factory):
     """One `reproduce --smoke` over tiny generated datasets; returns (results_dir, runs_dir, timing)."""
     from kyam_lib.data import generate_regions, generate_shapes
-    from kyam_lib.reproduce import run
+    from kyam_lib.experiments.reproduce import run
 
     root = tmp_path_factory.mktemp("kyam_notebooks")
     generate_shapes(root / "data" / "shapes", num_train=64, num_val=32)
@@ -223,7 +223,7 @@ def test_smoke_runs_are_shared_between_notebooks(smoke_results):
 
 
 def test_reproduce_refuses_an_unknown_parameter_before_running(tmp_path, monkeypatch):
-    from kyam_lib import reproduce
+    from kyam_lib.experiments import reproduce
 
     broken = tmp_path / "notebooks"
     broken.mkdir()

@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import save_file
 
 from kyam_lib.config import ModelConfig
-from kyam_lib.model import KyamViT
+from kyam_lib.method.model import KyamViT
 from kyam_lib.pretrained import init_from_timm, load_timm_state_dict
 
 

@@ -3,11 +3,11 @@ import pytest
 import torch
 from PIL import Image
 
-from kyam_lib.metrics import ConfusionMatrix
-from kyam_lib.pseudo_masks import (heatmap_overlay, load_mask_png, masks_mean_threshold_background,
+from kyam_lib.method.metrics import ConfusionMatrix
+from kyam_lib.method.pseudo_masks import (heatmap_overlay, load_mask_png, masks_mean_threshold_background,
                                    masks_with_background, masks_without_background, nearest_label_fill, overlay,
                                    paint_ranks, pseudo_masks, save_pseudo_mask, select_classes, threshold_curve)
-from kyam_lib.reference import nearest_label_fill_bfs
+from benchmarks.reference import nearest_label_fill_bfs
 
 
 def _strip_maps() -> torch.Tensor:

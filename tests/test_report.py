@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
-from kyam_lib import report
+from kyam_lib.experiments import report
 from kyam_lib.io import write_json
 
 
@@ -235,7 +235,7 @@ def test_readme_without_synthetic_data_does_not_claim_it(tmp_path):
 
 
 def test_reproduce_clean_keeps_the_browser_screenshot_and_benchmarks(tmp_path):
-    from kyam_lib.reproduce import _clean
+    from kyam_lib.experiments.reproduce import _clean
 
     (tmp_path / "figures").mkdir()
     (tmp_path / "tables").mkdir()

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from kyam_lib.checkpoint import load_checkpoint
 from kyam_lib.config import ConfigError, TrainConfig
-from kyam_lib.model import KyamViT
+from kyam_lib.method.model import KyamViT
 from kyam_lib.train import (build_datasets, evaluate_classifier, l0_weight_at, make_optimizer, make_scheduler,
                              model_config_for, train)
 from train_helpers import log_records, smoke_config

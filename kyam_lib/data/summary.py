@@ -11,6 +11,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
+from . import DATASET_NAMES, build_dataset, default_data_root, ensure_dataset
 from .base import IGNORE_INDEX, KyamDataset
 from .palette import colorize
 
@@ -122,8 +123,6 @@ def format_summary(summary: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import DATASET_NAMES, build_dataset, default_data_root, ensure_dataset
-
     parser = argparse.ArgumentParser(prog="python -m kyam_lib.data.summary", description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True, choices=DATASET_NAMES)
     parser.add_argument("--root", default=None, help="data root or dataset folder (default $KYAM_DATA_ROOT or <repo>/data)")

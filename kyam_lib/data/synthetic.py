@@ -31,21 +31,9 @@ from scipy import ndimage, special
 
 from .palette import palette, palette_png_bytes
 
-__all__ = [
-    "GENERATOR_VERSIONS",
-    "generator_version",
-    "SHAPE_NAMES",
-    "TEXTURE_NAMES",
-    "shape_classes",
-    "draw_shapes_image",
-    "generate_shapes",
-    "REGION_CLASS_NAMES",
-    "REGION_S2_SIGNATURES",
-    "REGION_S1_SIGNATURES",
-    "draw_regions_scene",
-    "generate_regions",
-    "regions_band_statistics",
-]
+__all__ = ["GENERATOR_VERSIONS", "generator_version", "SHAPE_NAMES", "TEXTURE_NAMES", "shape_classes",
+           "draw_shapes_image", "generate_shapes", "REGION_CLASS_NAMES", "REGION_S2_SIGNATURES",
+           "REGION_S1_SIGNATURES", "draw_regions_scene", "generate_regions", "regions_band_statistics"]
 
 # Shapes that differ most at the scale of an 8 x 8 patch, and two-colour textures only (a plain
 # one-colour object would be told from two-colour ones by a colour histogram).

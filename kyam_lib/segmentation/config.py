@@ -5,7 +5,7 @@ import dataclasses
 from typing import Literal
 
 from ..config import ConfigBase, ConfigError
-from ..model import MODEL_SIZES
+from ..method.model import MODEL_SIZES
 
 __all__ = ["GROUND_TRUTH", "ARCHITECTURES", "PRESET_SEGMENTERS", "SegConfig", "SegModelConfig",
            "seg_model_config_for"]

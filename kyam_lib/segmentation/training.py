@@ -26,7 +26,7 @@ from ..checkpoint import (CheckpointError, epoch_checkpoints, latest_checkpoint,
 from ..config import ConfigError
 from ..data import IGNORE_INDEX
 from ..io import append_jsonl, atomic_write, read_json, remove_run_outputs, write_json
-from ..metrics import ConfusionMatrix
+from ..method.metrics import ConfusionMatrix
 from ..train import SeededAugmentation, dataset_info, loader_settings, make_scheduler, resolve_device, seed_everything
 from .config import SegConfig, SegModelConfig, seg_model_config_for
 from .data import build_seg_datasets, mask_class_names

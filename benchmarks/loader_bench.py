@@ -1,13 +1,13 @@
 """Benchmark of the VOC-layout training loader: images/s by DataLoader worker count.
 
-    python -m kyam_lib.bench --loader --out results          # merges into results/benchmarks.{json,md}
+    python -m benchmarks.bench --loader --out results          # merges into results/benchmarks.{json,md}
 
 A VOC-layout tree of 500x375 JPEGs (VOC's most common size) is written to a temporary folder, then
 the `paper` preset's training pipeline (decode, random resized crop to 224, flip, normalise, the
 per-sample seeded augmentation) is timed for each worker count over whole epochs. The record keys:
 ``loader_images_per_s`` ({workers: images/s}) and ``loader_benchmark`` (settings, CPU). A GPU's
 ViT-B/16 step needs about 3,000 images/s; the ratio loader ÷ model is pending until a GPU run
-(`python -m kyam_lib.bench --gpu`) fills ``gpu_vitb_images_per_s``.
+(`python -m benchmarks.bench --gpu`) fills ``gpu_vitb_images_per_s``.
 """
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from .data import build_dataset
-from .train import SeededAugmentation
+from kyam_lib.data import build_dataset
+from kyam_lib.train import SeededAugmentation
 
 __all__ = ["write_voc_layout", "measure_loader", "loader_record", "loader_markdown"]
 
@@ -91,7 +91,7 @@ def loader_markdown(record: dict[str, Any]) -> list[str]:
     rates, info = record["loader_images_per_s"], record.get("loader_benchmark", {})
     load = f"{info['load_average'][0]:.1f}" if info.get("load_average") else "?"
     lines = ["", "## VOC-layout loader (CPU)", "",
-             f"`python -m kyam_lib.bench --loader`: {info.get('images', '?')} JPEGs of 500×375, the paper preset's "
+             f"`python -m benchmarks.bench --loader`: {info.get('images', '?')} JPEGs of 500×375, the paper preset's "
              f"training transform (random resized crop to 224, flip, normalise), batch {info.get('batch_size', '?')}, "
              f"{info.get('epochs', '?')} epochs per worker count (worker start-up included), on "
              f"{info.get('cpu_count', '?')} CPU cores shared with other work (1-minute load average "

@@ -1,8 +1,4 @@
-"""The comparisons of the paper as TrainConfig overrides, and the shared, cached runs behind them.
-
-Every variant is trained by the same loop on the same data for the same epochs, and evaluated by
-the same pseudo-mask code; only the fields below differ. `eval_blocks` is the class-map block
-selection used when evaluating the variant (see `kyam_lib.evaluate.EvalConfig.blocks`).
+"""The shared, cached runs behind the comparisons (`variants`), and what the notebooks read back from them.
 
 Runs are cached: a configuration lives in ``<runs_dir>/<preset>/<dataset>/<name>_seed<k>``, where
 `name` is the variant whose configuration it equals (so the lambda = 0.01 run, the mask-rate 0.5
@@ -16,7 +12,6 @@ Evaluations are cached the same way under ``<run>/eval``, segmentation runs as `
 """
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import os
 import shutil
@@ -25,100 +20,24 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from .config import TrainConfig
-from .io import read_json, write_json
-from .presets import preset_overrides, run_family, seg_preset_overrides, variant_preset_overrides
-from .protocol import PLACEMENT_FIELDS, computed_fields, dataset_options, resolve_train_split
+from ..checkpoint import load_checkpoint
+from ..config import TrainConfig
+from ..data import build_dataset, default_data_root, ensure_dataset
+from ..data.summary import cooccurrence, dataset_summary
+from ..evaluate import EvalConfig, class_maps_for, evaluate_run, parse_blocks
+from ..io import read_json, write_json
+from ..method.model import MODEL_SIZES
+from ..method.pseudo_masks import load_mask_png
+from ..presets import preset_overrides, run_family, variant_preset_overrides
+from ..protocol import PLACEMENT_FIELDS, computed_fields, dataset_options, resolve_train_split
+from ..train import train
+from .variants import EVAL_MAX_IMAGES, VARIANTS, RunSpec, eval_blocks_for, variant_overrides
 
 __all__ = [
-    "VARIANTS", "BASELINES", "ABLATIONS", "LAMBDAS", "MASK_RATES", "LAMBDA_LABELS", "MASK_RATE_LABELS",
-    "EVAL_MAX_IMAGES", "RunSpec", "variant_overrides",
-    "eval_blocks_for", "lambda_run", "mask_rate_run", "experiment_config", "run_variant", "evaluate_variant",
-    "result_row", "run_table", "training_log", "learning_log", "eval_frames", "load_run_model", "head_gate_maps", "sample_ids",
-    "qualitative_samples", "class_maps_of", "segmentation_config", "run_segmentation",
-    "SYNTHETIC_DATASETS", "Session", "session", "lambda_runs", "mask_rate_runs", "given", "gate_maps_for",
-    "training_summary", "data_overview",
+    "experiment_config", "run_variant", "evaluate_variant", "result_row", "run_table", "training_log",
+    "learning_log", "eval_frames", "load_run_model", "head_gate_maps", "sample_ids", "qualitative_samples",
+    "class_maps_of", "gate_maps_for", "training_summary", "data_overview",
 ]
-
-VARIANTS: dict[str, dict[str, Any]] = {
-    # ours: class tokens + [REG] + head gates (lambda 0.01) + masking 0.5
-    "full": {},
-    "no_masking": {"mask_rate": 0.0},
-    "no_reg": {"use_reg_token": False},
-    # "without head pruning": lambda = 0 and no gates at all, so no head can close (sparsity 0)
-    "no_pruning": {"l0_weight": 0.0, "use_head_gates": False},
-    # the fourth cell of masking x pruning: masking and pruning interact (METHOD.md)
-    "no_masking_no_pruning": {"mask_rate": 0.0, "l0_weight": 0.0, "use_head_gates": False},
-    # CAM: a standard ViT with one [CLS] token; per-patch classifier, global average pooling
-    "cam": {"classifier": "cam", "use_reg_token": False, "use_head_gates": False, "l0_weight": 0.0,
-            "mask_rate": 0.0},
-    # MCTformer-style: class tokens whose channel mean is the logit; no masking, [REG] or gates
-    "mctformer": {"classifier": "token_mean", "use_reg_token": False, "use_head_gates": False,
-                  "l0_weight": 0.0, "mask_rate": 0.0},
-}
-BASELINES: tuple[str, ...] = ("cam", "mctformer")  # other methods: head sparsity does not apply
-ABLATIONS: tuple[str, ...] = ("full", "no_masking", "no_reg", "no_pruning", "no_masking_no_pruning")
-
-LAMBDAS: tuple[float, ...] = (0.0, 0.001, 0.01, 0.1)
-MASK_RATES: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
-# Row labels of the sweeps: the keys of results/summary.json.
-LAMBDA_LABELS: dict[float, str] = dict(zip(LAMBDAS, ("0", "0.001", "0.01", "0.1")))
-MASK_RATE_LABELS: dict[float, str] = dict(zip(MASK_RATES, ("0", "0.25", "0.5", "0.75", "1.0")))
-
-# At most this many images per split are scored (0 = all the images the run itself trained and
-# validated on); the downstream segmentation models train on exactly the scored training images.
-EVAL_MAX_IMAGES: dict[str, int] = {"smoke": 32, "quick": 300, "full": 300, "paper": 0}
-
-
-def variant_overrides(name: str) -> dict[str, Any]:
-    if name not in VARIANTS:
-        raise ValueError(f"unknown variant {name!r}; known variants: {sorted(VARIANTS)}")
-    return dict(VARIANTS[name])
-
-
-def eval_blocks_for(name: str, depth: int) -> str:
-    """Block selection for a variant's class maps: all blocks for ours, the last quarter for MCTformer."""
-    if name == "mctformer":
-        return f"last:{max(1, -(-depth // 4))}"
-    return "all"
-
-
-@dataclasses.dataclass(frozen=True)
-class RunSpec:
-    """One row of a comparison: a label, the variant it starts from and its extra TrainConfig fields."""
-
-    label: str
-    variant: str = "full"
-    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-
-def lambda_run(l0_weight: float) -> RunSpec:
-    """The run of the lambda sweep: lambda = 0 is "no_pruning" (no gates), 0.01 is "full"."""
-    label = LAMBDA_LABELS.get(l0_weight, f"{l0_weight:g}")
-    if l0_weight == 0:
-        return RunSpec(label, "no_pruning")
-    return RunSpec(label, "full", {"l0_weight": float(l0_weight)})
-
-
-def mask_rate_run(mask_rate: float) -> RunSpec:
-    """The run of the masking-ratio sweep (0 is "no_masking", 0.5 is "full")."""
-    return RunSpec(MASK_RATE_LABELS.get(mask_rate, f"{mask_rate:g}"), "full", {"mask_rate": float(mask_rate)})
-
-
-def lambda_runs() -> list[RunSpec]:
-    return [lambda_run(value) for value in LAMBDAS]
-
-
-def mask_rate_runs() -> list[RunSpec]:
-    return [mask_rate_run(value) for value in MASK_RATES]
-
-
-def given(**fields: Any) -> dict[str, Any]:
-    """The fields that are not None: a notebook's TrainConfig parameters left at None keep the preset's value."""
-    unknown = sorted(set(fields) - set(TrainConfig.field_names()))
-    if unknown:
-        raise ValueError(f"unknown TrainConfig field(s) {unknown}")
-    return {name: value for name, value in fields.items() if value is not None}
 
 
 def _config_values(preset: str, variant: str, *, seed: int, dataset: str, data_root: str,
@@ -132,8 +51,6 @@ def _config_values(preset: str, variant: str, *, seed: int, dataset: str, data_r
 
 
 def _resolve_data_root(data_root: str) -> str:
-    from .data import default_data_root
-
     return str(Path(data_root).expanduser().resolve() if data_root else default_data_root().resolve())
 
 
@@ -194,8 +111,6 @@ def _record_placement(run_dir: Path, cfg: Any) -> None:
 def run_variant(preset: str, variant: str = "full", *, seed: int = 0, dataset: str = "shapes", data_root: str = "",
                 runs_dir: str | Path = "runs", show_progress: bool = False, **overrides: Any) -> Path:
     """Train `variant` (plus `overrides`) under `preset` unless an equivalent run exists; returns the run dir."""
-    from .train import train  # imported here: this module is also used for naming alone
-
     cfg = experiment_config(preset, variant, seed=seed, dataset=dataset, data_root=data_root,
                             runs_dir=runs_dir, **overrides)
     cfg, _ = resolve_train_split(cfg)
@@ -218,8 +133,6 @@ def evaluate_variant(run_dir: str | Path, variant: str = "full", *, preset: str 
                      max_images: int | None = None, save_masks: bool = True,
                      eval_name: str = "eval", train_split: str | None = None) -> dict[str, Any]:
     """Pseudo-mask scores of a trained run (cached in <run_dir>/<eval_name>); see `kyam_lib.evaluate.evaluate_run`."""
-    from .evaluate import EvalConfig, evaluate_run
-    from .model import MODEL_SIZES
 
     run_dir = Path(run_dir)
     train_cfg = TrainConfig.from_json(run_dir / "config.json")
@@ -319,8 +232,6 @@ def eval_frames(rows: pd.DataFrame, name: str) -> pd.DataFrame:
 
 def load_run_model(run_dir: str | Path):
     """(model in eval mode on the CPU, its TrainConfig) of a trained run."""
-    from .checkpoint import load_checkpoint
-
     run_dir = Path(run_dir)
     return load_checkpoint(run_dir / "model").model.eval(), TrainConfig.from_json(run_dir / "config.json")
 
@@ -339,8 +250,6 @@ def head_gate_maps(run_dir: str | Path) -> tuple[Any, Any]:
 
 
 def _dataset_of(cfg: TrainConfig, split: str):
-    from .data import build_dataset, ensure_dataset
-
     return build_dataset(cfg.dataset, ensure_dataset(cfg.dataset, cfg.data_root), split,
                          image_size=cfg.image_size, augment=False, **dataset_options(cfg))
 
@@ -357,8 +266,6 @@ def qualitative_samples(run_dirs: dict[str, str | Path], ids: Sequence[str], *, 
     """Images, ground truth and each run's saved pseudo-mask for `ids` (all at the image's own size)."""
     import numpy as np
     from PIL import Image
-
-    from .pseudo_masks import load_mask_png
 
     first = next(iter(run_dirs.values()))
     cfg = TrainConfig.from_json(Path(first) / "config.json")
@@ -383,8 +290,6 @@ def class_maps_of(run_dir: str | Path, ids: Sequence[str], *, variant: str = "fu
     """Per-class maps (N, C, H, W) of a run for `ids`, min-max normalised per map, at each image's size."""
     import numpy as np
     import torch
-
-    from .evaluate import class_maps_for, parse_blocks
 
     model, cfg = load_run_model(run_dir)
     dataset = _dataset_of(cfg, split)
@@ -439,8 +344,6 @@ def data_overview(datasets: Sequence[str], *, data_root: str = "", splits: Seque
     "frequency": one row per (dataset, split, class), "cooccurrence": {dataset: (K, K) train counts},
     "datasets": {dataset: its train KyamDataset}}.
     """
-    from .data import build_dataset, default_data_root, ensure_dataset
-    from .data.summary import cooccurrence, dataset_summary
 
     root = Path(data_root) if data_root else default_data_root()
     summaries: dict[str, dict[str, Any]] = {}
@@ -472,161 +375,3 @@ def data_overview(datasets: Sequence[str], *, data_root: str = "", splits: Seque
             "cooccurrence": cooccurrences, "datasets": train_sets}
 
 
-# ---- downstream segmentation -----------------------------------------------------------------
-def segmentation_config(preset: str, supervision: str, *, seed: int = 0, dataset: str = "shapes",
-                        data_root: str = "", runs_dir: str | Path = "runs", **overrides: Any):
-    """The SegConfig of the "pseudo" (pseudo-masks of the cached "full" run) or "full_supervision" model.
-
-    Both models train on the same images — the first `train_images` of the full run's training
-    images (`SEG_PRESETS`), whose pseudo-masks an evaluation of the full run writes under
-    <run>/eval_segmentation (or <run>/eval when the scoring evaluation covers them) — with the classifier's data, image and patch size, but the
-    segmentation preset's own optimisation settings: a segmenter trained from scratch with the
-    classifier's lr and epochs collapses to all-background.
-    """
-    from .segmentation import GROUND_TRUTH, SegConfig
-
-    if supervision not in ("pseudo", "full_supervision"):
-        raise ValueError(f"supervision {supervision!r}: expected 'pseudo' or 'full_supervision'")
-    settings = seg_preset_overrides(preset)
-    train_images = settings.pop("train_images")
-    run_dir = run_variant(preset, "full", seed=seed, dataset=dataset, data_root=data_root, runs_dir=runs_dir,
-                          **overrides)
-    # the scoring evaluation when it already covers those images, else one of its own
-    cfg = TrainConfig.from_json(run_dir / "config.json")
-    scored = "train" if cfg.train_split == "train_aug" else cfg.train_split
-    eval_name = ("eval" if train_images == EVAL_MAX_IMAGES.get(preset, 0) and scored == cfg.train_split
-                 else "eval_segmentation")
-    summary = evaluate_variant(run_dir, "full", preset=preset, max_images=train_images, eval_name=eval_name,
-                               train_split=cfg.train_split)
-    masked_images = summary["splits"][cfg.train_split]["images"]
-    split_size = len(_dataset_of(cfg, cfg.train_split))
-    shared = {name: getattr(cfg, name) for name in (
-        "dataset", "data_root", "train_split", "val_split", "image_size", "max_val_images", "num_workers",
-        "model_size", "patch_size", "pretrained", "amp", "device", "seed", "deterministic")}
-    masks = str(run_dir / eval_name / "pseudo_masks" / cfg.train_split) if supervision == "pseudo" else GROUND_TRUTH
-    out_dir = Path(runs_dir) / run_family(preset) / dataset / f"seg_{supervision}_seed{seed}"
-    return SegConfig(**{**shared, **settings}, masks=masks,
-                     max_train_images=masked_images if masked_images < split_size else 0, out_dir=str(out_dir))
-
-
-def run_segmentation(preset: str, supervision: str, *, seed: int = 0, dataset: str = "shapes", data_root: str = "",
-                     runs_dir: str | Path = "runs", **overrides: Any) -> dict[str, Any]:
-    """Train (or reuse) one segmentation model; returns its metrics.json. Retrains when its pseudo-masks changed."""
-    from .segmentation import GROUND_TRUTH, train_segmentation
-
-    cfg = segmentation_config(preset, supervision, seed=seed, dataset=dataset, data_root=data_root,
-                              runs_dir=runs_dir, **overrides)
-    for out_dir in _candidate_dirs(Path(cfg.out_dir)):
-        metrics_file = out_dir / "metrics.json"
-        same = _same_config(out_dir / "config.json", cfg)
-        if same and metrics_file.is_file():
-            masks_made = Path(cfg.masks).parent.parent / "metrics.json"
-            if cfg.masks == GROUND_TRUTH or masks_made.stat().st_mtime <= metrics_file.stat().st_mtime:
-                return read_json(metrics_file)
-            continue  # trained on pseudo-masks that have since been remade: kept, and a new run goes beside it
-        if same or not (out_dir / "config.json").exists():
-            break
-    print(f"training {out_dir}")
-    return train_segmentation(cfg.replace(out_dir=str(out_dir)), resume=same, show_progress=False)
-
-
-# ---- the notebooks' shared state -------------------------------------------------------------
-SYNTHETIC_DATASETS: tuple[str, ...] = ("shapes", "regions")
-
-
-@dataclasses.dataclass
-class Session:
-    """What every numbered notebook needs: the preset (smoke resolved), seeds, data, and where outputs go.
-
-    Its methods run the cached experiments and write tables, figures and the notebook's metrics.json.
-    """
-
-    notebook: str
-    preset: str
-    seeds: list[int]
-    dataset: str
-    data_root: str
-    results_dir: Path
-    runs_dir: Path
-    smoke: bool = False
-
-    @property
-    def synthetic(self) -> bool:
-        return self.dataset in SYNTHETIC_DATASETS
-
-    @property
-    def ours_label(self) -> str:
-        """How our rows are labelled beside the paper's, e.g. "ours (SYNTHETIC data, tiny ViT, quick preset)"."""
-        size = preset_overrides(self.preset).get("model_size", TrainConfig().model_size)
-        return f"ours ({'SYNTHETIC' if self.synthetic else 'real'} data, {size} ViT, {self.preset} preset)"
-
-    def describe(self) -> str:
-        data = (f"{self.dataset} — SYNTHETIC embedded data (generated on first use); numbers are not comparable "
-                f"to the paper's" if self.synthetic else f"{self.dataset} (real data)")
-        return (f"{self.notebook}: preset {self.preset!r}{' (smoke)' if self.smoke else ''}, seeds {self.seeds}\n"
-                f"data: {data}\nruns: {self.runs_dir}\nresults: {self.results_dir}")
-
-    def run_table(self, runs: Sequence[RunSpec | str], *, datasets: Sequence[str] | None = None) -> pd.DataFrame:
-        """Rows of `run_table` for every run, seed and dataset (default: the session's dataset)."""
-        return pd.concat([run_table(self.preset, runs, seeds=self.seeds, dataset=dataset, data_root=self.data_root,
-                                    runs_dir=self.runs_dir) for dataset in (datasets or [self.dataset])],
-                         ignore_index=True)
-
-    def evaluated_run(self, variant: str = "full", *, seed: int | None = None) -> Path:
-        """The run dir of `variant` (first seed by default), trained and evaluated (pseudo-masks saved)."""
-        run_dir = self.run_dir(variant, seed=seed)
-        evaluate_variant(run_dir, variant, preset=self.preset)
-        return run_dir
-
-    def segmentation_table(self) -> pd.DataFrame:
-        """One row per (supervision, seed): val mIoU and pixel accuracy of the downstream segmentation model."""
-        rows = []
-        for supervision in ("pseudo", "full_supervision"):
-            for seed in self.seeds:
-                metrics = run_segmentation(self.preset, supervision, seed=seed, dataset=self.dataset,
-                                           data_root=self.data_root, runs_dir=self.runs_dir)
-                rows.append({"supervision": supervision, "seed": seed, "miou": metrics["miou"],
-                             "pixel_acc": metrics["pixel_acc"], "classifier_acc": None, "sparsity": None,
-                             "train_images": metrics["train_images"], "val_images": metrics["val_images"],
-                             "epochs": metrics["epochs"]})
-        return pd.DataFrame(rows)
-
-    def run_dir(self, variant: str = "full", *, seed: int | None = None, dataset: str | None = None,
-                **overrides: Any) -> Path:
-        return run_variant(self.preset, variant, seed=self.seeds[0] if seed is None else seed,
-                           dataset=dataset or self.dataset, data_root=self.data_root, runs_dir=self.runs_dir,
-                           **overrides)
-
-    def save_table(self, frame: pd.DataFrame, name: str, caption: str, *, display: pd.DataFrame | None = None) -> None:
-        """tables/<name>.csv and .md under results_dir (see `kyam_lib.report.save_table`)."""
-        from .report import save_table
-
-        save_table(frame, self.results_dir, name, caption=caption, notebook=self.notebook, display=display)
-
-    def save_figure(self, fig, name: str, caption: str) -> None:
-        """figures/<name>.png under results_dir; the figure is still shown in the notebook."""
-        from .report import save_figure
-
-        save_figure(fig, self.results_dir, name, caption=caption, notebook=self.notebook)
-
-    def write_metrics(self, metrics: dict[str, Any]) -> Path:
-        from .report import write_notebook_metrics
-
-        return write_notebook_metrics(self.results_dir, self.notebook, {
-            "preset": self.preset, "seeds": self.seeds, "smoke": self.smoke, "dataset": self.dataset,
-            "synthetic": self.synthetic, **metrics})
-
-
-def session(notebook: str, *, preset: str = "quick", smoke: bool = False, seeds: Sequence[int] = (0,),
-            dataset: str | None = "shapes", data_root: str = "", results_dir: str | Path = "../results",
-            runs_dir: str | Path = "../runs") -> Session:
-    """The Session of a notebook's parameters cell: smoke=True selects the "smoke" preset."""
-    preset = "smoke" if smoke else preset
-    preset_overrides(preset)  # names the preset on error
-    seeds = [int(s) for s in ([seeds] if isinstance(seeds, int) else seeds)]
-    if not seeds:
-        raise ValueError(f"{notebook}: seeds is empty")
-    s = Session(notebook=notebook, preset=preset, seeds=seeds, dataset=dataset or "shapes", data_root=data_root,
-                results_dir=Path(results_dir), runs_dir=Path(runs_dir), smoke=smoke)
-    print(s.describe())
-    return s

@@ -13,7 +13,7 @@ from kyam_lib.config import ConfigError
 from kyam_lib.crf import crf_available
 from kyam_lib.evaluate import EvalConfig, evaluate_run
 from kyam_lib.io import read_json
-from kyam_lib.report import mean_std_table
+from kyam_lib.experiments.report import mean_std_table
 
 __all__ = ["crf_available", "crf_comparison"]
 

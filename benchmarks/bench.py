@@ -1,8 +1,8 @@
 """Performance benchmarks: kyam against a plain timm ViT and the straightforward implementations.
 
-    python -m kyam_lib.bench                 # full run on this CPU → results/benchmarks.{json,md}
-    python -m kyam_lib.bench --smoke --out /tmp/bench   # tiny shapes, seconds (tests)
-    python -m kyam_lib.bench --gpu           # adds the GPU benchmarks (bf16, images/s, MFU)
+    python -m benchmarks.bench                 # full run on this CPU → results/benchmarks.{json,md}
+    python -m benchmarks.bench --smoke --out /tmp/bench   # tiny shapes, seconds (tests)
+    python -m benchmarks.bench --gpu           # adds the GPU benchmarks (bf16, images/s, MFU)
 
 Each figure is a ratio of two measurements taken in one run, on the same machine and inputs:
 1. one training step (forward, backward, AdamW, with everything kyam's loop does per step) of
@@ -10,7 +10,7 @@ Each figure is a ratio of two measurements taken in one run, on the same machine
 2. peak memory to obtain the class maps at ADE20K shape: kyam's class-row extraction against a
    recorder that keeps every block's full N x N attention (forward hooks), each in a fresh process;
 3. pseudo-mask throughput: the batched no-background rule against the same rule with the
-   per-pixel breadth-first nearest-label fill of `kyam_lib.reference`;
+   per-pixel breadth-first nearest-label fill of `benchmarks.reference`;
 4. the wall time of `make reproduce` (quick preset), read from the run's `reproduce_timing.json`;
 5. with `--gpu`: ViT-B/16 bf16 training images/s, model FLOPs utilisation, and benchmark 1.
 """
@@ -38,16 +38,16 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
-from . import distributed as dist
-from .aggregation import class_maps
-from .config import TrainConfig
-from .io import atomic_write, read_json, write_json
+from kyam_lib import distributed as dist
+from kyam_lib.method.class_maps import class_maps
+from kyam_lib.config import TrainConfig
+from kyam_lib.io import atomic_write, read_json, write_json
 from .loader_bench import loader_markdown, loader_record
-from .model import MODEL_SIZES, KyamViT
-from .penalty import l0_penalty
-from .pseudo_masks import masks_without_background
+from kyam_lib.method.model import MODEL_SIZES, KyamViT
+from kyam_lib.method.gates import l0_penalty
+from kyam_lib.method.pseudo_masks import masks_without_background
 from .reference import nearest_label_fill_bfs
-from .train import make_optimizer, make_scheduler, model_config_for
+from kyam_lib.train import make_optimizer, make_scheduler, model_config_for
 
 __all__ = ["TrainStepCase", "MemoryCase", "MaskCase", "BenchSettings", "FULL", "SMOKE", "REQUIRED_KEYS",
            "NULLABLE_KEYS", "TARGETS", "vit_forward_flops", "peak_bf16_flops", "compare_train_steps",
@@ -482,7 +482,7 @@ def measure_class_map_memory(case: MemoryCase, *, threads: int, fresh_process_ea
     results: dict[str, Any] = {}
     for variants in groups:
         spec = {"variants": variants, "threads": threads, "case": dataclasses.asdict(case)}
-        proc = subprocess.run([sys.executable, "-m", "kyam_lib.bench", "--memory-child", json.dumps(spec)],
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.bench", "--memory-child", json.dumps(spec)],
                               env=env, capture_output=True, text=True, check=False)
         lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
         if proc.returncode != 0 or not lines:
@@ -860,7 +860,7 @@ def render_markdown(record: dict[str, Any]) -> str:
               + (" It was not the quick preset, so `reproduce_quick_seconds` is null."
                  if record["reproduce_timing"] and record["reproduce_timing"]["preset"] != "quick" else ""),
               "",
-              "**5. GPU.** `python -m kyam_lib.bench --gpu` runs benchmark 1 for ViT-B/16 at 224 (20 classes) on "
+              "**5. GPU.** `python -m benchmarks.bench --gpu` runs benchmark 1 for ViT-B/16 at 224 (20 classes) on "
               "the CUDA device under bf16 autocast; images/s is the batch over the median kyam step time; MFU is "
               "images/s × training FLOPs per image (3 × the forward's matrix-multiply FLOPs, counted analytically "
               "by `vit_forward_flops`) over the device's dense bf16 peak (H100 SXM and H200 989 TFLOP/s, "
@@ -891,7 +891,7 @@ def render_markdown(record: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kyam_lib.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny shapes: checks the code path in seconds")
     parser.add_argument("--out", default="results", help="folder for benchmarks.json and benchmarks.md")

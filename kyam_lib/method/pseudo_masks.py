@@ -24,7 +24,7 @@ from torch import Tensor
 
 from kyam_lib.data.palette import flat_colours
 from kyam_lib.data.palette import write_palette_png
-from kyam_lib.metrics import valid_pixels
+from kyam_lib.method.metrics import valid_pixels
 
 __all__ = [
     "DEFAULT_THRESHOLDS",

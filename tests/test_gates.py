@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from kyam_lib.config import ModelConfig
-from kyam_lib.model import KyamViT
-from kyam_lib.penalty import l0_penalty, sparsity_rate
+from kyam_lib.method.model import KyamViT
+from kyam_lib.method.gates import l0_penalty, sparsity_rate
 
 
 def model_with(log_alphas):

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .data.palette import colorize
-from .pseudo_masks import heatmap_overlay
+from ..data.palette import colorize
+from ..method.pseudo_masks import heatmap_overlay
 
 __all__ = ["training_curves", "threshold_curve", "per_class_iou", "gate_maps", "sweep", "class_frequency",
            "cooccurrence_heatmap", "qualitative_rows", "attention_maps", "segmentation_bars", "mask_colours"]

@@ -5,7 +5,6 @@ Token layout (see `TokenLayout`): C class tokens, then the h*w patch tokens, the
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Literal
 
 import torch
@@ -13,11 +12,12 @@ import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, PatchEmbed, resample_abs_pos_embed, trunc_normal_
 from torch import Tensor, nn
 
-from .config import ModelConfig
+from ..config import ModelConfig
+from .class_maps import gated_head_mean
+from .gates import AlwaysOpen, HeadGate
 from .masking import mask_absent_class_tokens
 
-__all__ = ["TokenLayout", "HeadGate", "AlwaysOpen", "GatedAttention", "Block", "KyamOutput", "KyamViT", "MODEL_SIZES",
-           "gated_head_mean"]
+__all__ = ["TokenLayout", "GatedAttention", "Block", "KyamOutput", "KyamViT", "MODEL_SIZES"]
 
 # (embed_dim, depth, num_heads). "base" is the paper's ViT-B; the others train on 2 CPU cores.
 MODEL_SIZES: dict[str, tuple[int, int, int]] = {
@@ -46,56 +46,6 @@ class TokenLayout:
     @property
     def length(self) -> int:
         return self.num_class_tokens + self.num_patches + int(self.has_reg)
-
-
-class HeadGate(nn.Module):
-    """Hard-concrete gate per head (Louizos et al. 2018), hard 0/1 with a straight-through gradient.
-
-    Training samples u ~ U(0,1) once per forward (shared by the batch); evaluation uses u = 1/2
-    unless a `noise` is given (u = 1 holds every gate open, as during the L0 warm-up).
-    """
-
-    def __init__(self, num_heads: int, *, temperature: float = 0.33, stretch: tuple[float, float] = (-0.1, 1.1),
-                 init_range: float = 0.59) -> None:
-        super().__init__()
-        self.temperature = temperature
-        self.gamma, self.zeta = stretch
-        self.log_alpha = nn.Parameter(torch.empty(num_heads).uniform_(-init_range, init_range))
-
-    def soft_gate(self, noise: Tensor | None = None) -> Tensor:
-        """(H,) stretched and clamped gate before hard thresholding; `noise` is u in (0, 1)."""
-        logit = self.log_alpha if noise is None else self.log_alpha + torch.log(noise) - torch.log1p(-noise)
-        gate = torch.sigmoid(logit / self.temperature) * (self.zeta - self.gamma) + self.gamma
-        return gate.clamp(0.0, 1.0)
-
-    def forward(self, noise: Tensor | None = None) -> Tensor:
-        """(H,) gate values; `noise` (H,) replaces the training draw (one shared stream across ranks)."""
-        if noise is None and self.training:
-            noise = torch.rand_like(self.log_alpha)
-        if noise is not None:
-            eps = torch.finfo(self.log_alpha.dtype).eps
-            noise = noise.to(self.log_alpha).clamp(eps, 1.0 - eps)
-        soft = self.soft_gate(noise)
-        hard = (soft > 0.5).to(soft.dtype)
-        return hard + (soft - soft.detach())  # exactly 0/1 forward, gradient of `soft` backward
-
-    def open_probability(self) -> Tensor:
-        """(H,) P(gate != 0), the differentiable L0 term."""
-        return torch.sigmoid(self.log_alpha - self.temperature * math.log(-self.gamma / self.zeta))
-
-
-class AlwaysOpen(nn.Module):
-    """Stand-in for HeadGate in a model without gates: every head always open, no L0 term."""
-
-    def __init__(self, num_heads: int) -> None:
-        super().__init__()
-        self.register_buffer("ones", torch.ones(num_heads), persistent=False)
-
-    def forward(self, noise: Tensor | None = None) -> Tensor:
-        return self.ones
-
-    def open_probability(self) -> Tensor:
-        return self.ones.new_zeros(0)
 
 
 class GatedAttention(nn.Module):
@@ -156,19 +106,6 @@ class Block(nn.Module):
         x = x + self.drop_path1(self.ls1(attn_out))
         x = x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
         return x, gate, class_attention
-
-
-def gated_head_mean(class_attention: Tensor, gate: Tensor) -> Tensor:
-    """(B, H, C, P) one block's class attention, gate (H,) → (B, 1, C, P) mean over the open heads.
-
-    Weights gate / sum(gate), and zero for a block whose heads are all closed: the head weighting
-    of `aggregation.class_maps(..., head_weighting="gates")`, applied one block at a time.
-    """
-    weights = gate.detach().to(class_attention.dtype)
-    open_mass = weights.sum()
-    weights = torch.where(open_mass > 0, weights / open_mass.clamp_min(torch.finfo(weights.dtype).tiny),
-                          torch.zeros_like(weights))
-    return torch.einsum("bhcp,h->bcp", class_attention, weights).unsqueeze(1)
 
 
 @dataclasses.dataclass
@@ -336,7 +273,3 @@ class KyamViT(nn.Module):
 
     def no_weight_decay(self) -> set[str]:
         return {"class_tokens", "class_pos_embed", "patch_pos_embed", "reg_token", "reg_pos_embed"}
-
-
-def build_model(config: ModelConfig) -> KyamViT:
-    return KyamViT(config)

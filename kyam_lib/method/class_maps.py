@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["class_maps", "block_indices", "head_weights"]
+__all__ = ["class_maps", "block_indices", "head_weights", "gated_head_mean"]
 
 BlockSpec = Literal["all"] | int | Sequence[int]
 HeadWeighting = Literal["gates", "mean"] | int
@@ -141,3 +141,16 @@ def class_maps(
     maps = torch.einsum("blhcp,lh->bcp", selected, weights)
     maps = maps.reshape(batch, num_classes, grid_h, grid_w)
     return F.interpolate(maps, size=out_size, mode="bilinear", align_corners=False)
+
+
+def gated_head_mean(class_attention: Tensor, gate: Tensor) -> Tensor:
+    """(B, H, C, P) one block's class attention, gate (H,) → (B, 1, C, P) mean over the open heads.
+
+    Weights gate / sum(gate), and zero for a block whose heads are all closed: the head weighting
+    of `class_maps(..., head_weighting="gates")`, applied one block at a time.
+    """
+    weights = gate.detach().to(class_attention.dtype)
+    open_mass = weights.sum()
+    weights = torch.where(open_mass > 0, weights / open_mass.clamp_min(torch.finfo(weights.dtype).tiny),
+                          torch.zeros_like(weights))
+    return torch.einsum("bhcp,h->bcp", class_attention, weights).unsqueeze(1)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from kyam_lib.aggregation import block_indices, class_maps
+from kyam_lib.method.class_maps import block_indices, class_maps
 
 
 def _attention(batch: int = 1, num_classes: int = 1) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """`make reproduce`: run the numbered notebooks headless with papermill, then write the report.
 
-    python -m kyam_lib.reproduce --preset quick                  # default: one seed, ~15 min on 2 CPU cores
-    python -m kyam_lib.reproduce --preset full                   # seeds 0 1 2, mean ± std everywhere
-    python -m kyam_lib.reproduce --preset paper --dataset voc --data-root /data   # a GPU machine with real data
+    python -m kyam_lib.experiments.reproduce --preset quick                  # default: one seed, ~15 min on 2 CPU cores
+    python -m kyam_lib.experiments.reproduce --preset full                   # seeds 0 1 2, mean ± std everywhere
+    python -m kyam_lib.experiments.reproduce --preset paper --dataset voc --data-root /data   # a GPU machine with real data
 
 Executed notebooks go to results/notebooks/ (the sources in notebooks/ stay output-free); tables,
 figures, summary.json and README.md are regenerated from scratch; trained runs are cached in
@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .io import write_json
+from ..io import write_json
 from .notebook_params import check_parameters
-from .presets import TRAIN_PRESETS
+from ..presets import TRAIN_PRESETS
 from .report import NOTEBOOKS, write_readme, write_summary
 
 __all__ = ["REPO_ROOT", "DEFAULT_SEEDS", "notebook_paths", "notebook_parameters", "run", "main"]
@@ -134,7 +134,7 @@ def run(*, preset: str = "quick", seeds: Sequence[int] | None = None, results_di
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kyam_lib.reproduce", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m kyam_lib.experiments.reproduce", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="quick", choices=sorted(TRAIN_PRESETS))
     parser.add_argument("--seeds", type=int, nargs="+", help="default: 0 1 2 for full, else 0")

@@ -1,0 +1,1 @@
+"""Interactive apps: the attention-map browser of notebook 08 (`make browse`)."""
