@@ -31,7 +31,7 @@ from ..method.pseudo_masks import load_mask_png
 from ..presets import preset_overrides, run_family, variant_preset_overrides
 from ..protocol import PLACEMENT_FIELDS, computed_fields, dataset_options, resolve_train_split
 from ..train import train
-from .variants import EVAL_MAX_IMAGES, VARIANTS, RunSpec, eval_blocks_for, variant_overrides
+from .variants import BASELINES, EVAL_MAX_IMAGES, SYNTHETIC_DATASETS, VARIANTS, RunSpec, eval_blocks_for, variant_overrides
 
 __all__ = [
     "experiment_config", "run_variant", "evaluate_variant", "result_row", "run_table", "training_log",

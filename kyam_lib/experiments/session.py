@@ -9,10 +9,10 @@ import pandas as pd
 
 from ..config import TrainConfig
 from ..io import read_json, write_json
-from ..presets import preset_overrides, seg_preset_overrides
+from ..presets import preset_overrides, run_family, seg_preset_overrides
 from ..segmentation import GROUND_TRUTH, SegConfig, train_segmentation
 from .report import save_figure, save_table, write_notebook_metrics
-from .runs import _candidate_dirs, _record_placement, _resolve_data_root, _same_config, evaluate_variant, run_table, run_variant
+from .runs import _candidate_dirs, _dataset_of, _record_placement, _resolve_data_root, _same_config, evaluate_variant, run_table, run_variant
 from .variants import EVAL_MAX_IMAGES, SYNTHETIC_DATASETS, RunSpec
 
 __all__ = ["segmentation_config", "run_segmentation", "Session", "session"]
