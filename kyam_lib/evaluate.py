@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from .checkpoint import CheckpointError, check_compatible, load_checkpoint
 from .config import ConfigBase, ConfigError, parse_overrides
 from .crf import CRFParams
-from .data import DatasetError, build_dataset, default_data_root, ensure_dataset
+from .data import DatasetError, build_dataset, default_data_root, ensure_dataset, seeded_subset
 from .inference import (EvalItems, class_maps_for, collate_eval, grid_class_maps, maps_at_sizes, max_normalise,
                         size_groups)
 from .interop import MapFileError
@@ -228,10 +228,7 @@ def _run_subset(dataset, split: str, train_cfg: dict[str, Any], max_images: int)
              train_cfg.get("val_split", "val"): train_cfg.get("max_val_images", 0)}.get(split, 0)
     if max_images > 0:
         limit = min(limit, max_images) if limit > 0 else max_images
-    if limit <= 0 or limit >= len(dataset):
-        return dataset
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(train_cfg.get("seed", 0)))[:limit]
-    return Subset(dataset, sorted(order.tolist()))
+    return seeded_subset(dataset, limit, train_cfg.get("seed", 0))
 
 
 def evaluate_run(cfg: EvalConfig) -> dict[str, Any]:

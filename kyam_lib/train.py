@@ -40,7 +40,7 @@ from . import distributed as dist
 from .checkpoint import (CheckpointError, epoch_checkpoints, check_compatible, latest_checkpoint, load_checkpoint,
                          load_training_state, remove_stale_temporaries, save_checkpoint)
 from .config import ConfigError, ModelConfig, TrainConfig, parse_overrides
-from .data import DATASET_NAMES, DatasetError, build_dataset, default_data_root, ensure_dataset
+from .data import DATASET_NAMES, DatasetError, build_dataset, default_data_root, ensure_dataset, seeded_subset
 from .io import append_jsonl, atomic_write, read_json, remove_run_outputs, write_json
 from .method.metrics import classifier_accuracy
 from .method.model import MODEL_SIZES, KyamViT
@@ -71,13 +71,6 @@ def model_config_for(cfg: TrainConfig, *, num_classes: int, in_channels: int, mu
                        mask_rate=cfg.mask_rate, multi_label=multi_label)
 
 
-def _subset(dataset, limit: int, seed: int):
-    if limit <= 0 or limit >= len(dataset):
-        return dataset
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:limit]
-    return Subset(dataset, sorted(order.tolist()))
-
-
 def build_datasets(cfg: TrainConfig):
     """(train, val) datasets; the embedded synthetic sets are generated on first use."""
     if cfg.dataset not in DATASET_NAMES:
@@ -90,8 +83,8 @@ def build_datasets(cfg: TrainConfig):
                               augment=cfg.augment, **options)
     val_set = build_dataset(cfg.dataset, dataset_root, cfg.val_split, image_size=cfg.image_size, augment=False,
                             **options)
-    train_set = _subset(train_set, cfg.max_train_images, cfg.seed)
-    val_set = _subset(val_set, cfg.max_val_images, cfg.seed)
+    train_set = seeded_subset(train_set, cfg.max_train_images, cfg.seed)
+    val_set = seeded_subset(val_set, cfg.max_val_images, cfg.seed)
     if cfg.cache_items:
         return CachedItems(train_set), CachedItems(val_set)
     return train_set, val_set

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from .ade20k import ADE20KDataset, resolve_ade20k_root
-from .base import IGNORE_INDEX, DatasetError, DatasetNotFoundError, KyamDataset
+from .base import IGNORE_INDEX, DatasetError, DatasetNotFoundError, KyamDataset, seeded_subset
 from .coco import COCODataset, resolve_coco_root
 from .dfc2020 import DFC2020Dataset, resolve_dfc2020_root
 from .endotect import EndoTectDataset, resolve_endotect_root
@@ -25,6 +25,7 @@ from .synthetic import GENERATOR_VERSIONS, generate_regions, generate_shapes, ge
 from .voc import VOCDataset, resolve_voc_root
 
 __all__ = [
+    "seeded_subset",
     "DATASET_NAMES",
     "IGNORE_INDEX",
     "DatasetError",

@@ -19,12 +19,13 @@ from typing import Sequence
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 from torchvision import tv_tensors
 
 from .transforms import build_transform
 
 __all__ = [
+    "seeded_subset",
     "DatasetError",
     "DatasetNotFoundError",
     "IGNORE_INDEX",
@@ -300,3 +301,15 @@ def _as_size(image_size: int | Sequence[int] | None) -> tuple[int, int] | None:
     if len(size) != 2:
         raise ValueError(f"image_size must be an int or (height, width), got {image_size!r}")
     return size  # type: ignore[return-value]
+
+
+def seeded_subset(dataset: Dataset, limit: int, seed: int) -> Dataset:
+    """The first `limit` images of one seeded permutation, in index order (all of them for limit <= 0).
+
+    The one subset rule of training, evaluation and segmentation: for one seed they see the same
+    images, and a smaller cap keeps a subset of a larger one's images.
+    """
+    if limit <= 0 or limit >= len(dataset):
+        return dataset
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:limit]
+    return Subset(dataset, sorted(order.tolist()))

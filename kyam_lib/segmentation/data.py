@@ -12,7 +12,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, Subset
 from torchvision import tv_tensors
 
-from ..data import (IGNORE_INDEX, DatasetError, DatasetNotFoundError, KyamDataset, build_dataset, default_data_root,
+from ..data import (IGNORE_INDEX, seeded_subset, DatasetError, DatasetNotFoundError, KyamDataset, build_dataset, default_data_root,
                     ensure_dataset)
 from ..protocol import dataset_options
 from ..method.pseudo_masks import load_mask_png
@@ -94,14 +94,6 @@ class PseudoMaskDataset(Dataset):
         }
 
 
-def _seeded_subset(dataset: Dataset, limit: int, seed: int) -> Dataset:
-    """The same fixed subset rule as kyam_lib.train, so both see the same images for one seed."""
-    if limit <= 0 or limit >= len(dataset):
-        return dataset
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:limit]
-    return Subset(dataset, sorted(order.tolist()))
-
-
 def seg_dataset_root(cfg: SegConfig) -> Path:
     return ensure_dataset(cfg.dataset, Path(cfg.data_root) if cfg.data_root else default_data_root())
 
@@ -114,7 +106,7 @@ def build_seg_datasets(cfg: SegConfig) -> tuple[Dataset, Dataset]:
                                        augment=cfg.augment, **options)
     if cfg.masks != GROUND_TRUTH:
         train_set = PseudoMaskDataset(train_set, cfg.masks)
-    train_set = _seeded_subset(train_set, cfg.max_train_images, cfg.seed)
+    train_set = seeded_subset(train_set, cfg.max_train_images, cfg.seed)
     if cfg.masks != GROUND_TRUTH:
         pseudo = dataset_info(train_set)  # the PseudoMaskDataset under the Subset
         missing = pseudo.missing(train_set.indices if isinstance(train_set, Subset) else None)
@@ -123,7 +115,7 @@ def build_seg_datasets(cfg: SegConfig) -> tuple[Dataset, Dataset]:
                 f"{missing[0]}: pseudo-mask file not found ({len(missing)} of {len(train_set)} training images "
                 f"of split {cfg.train_split!r} have none in {pseudo.mask_dir})")
     val_set = build_dataset(cfg.dataset, root, cfg.val_split, image_size=cfg.image_size, augment=False, **options)
-    return train_set, _seeded_subset(val_set, cfg.max_val_images, cfg.seed)
+    return train_set, seeded_subset(val_set, cfg.max_val_images, cfg.seed)
 
 
 def mask_class_names(dataset: Dataset) -> list[str]:
