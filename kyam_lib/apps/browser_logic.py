@@ -123,7 +123,7 @@ def _resize(image: np.ndarray, size: tuple[int, int], resample: Image.Resampling
 
 def project_root() -> Path:
     """The directory holding the `kyam_lib` package (the repository in a source checkout)."""
-    return Path(__file__).resolve().parents[1]
+    return Path(__file__).resolve().parents[2]
 
 
 def resolve_path(path: str | os.PathLike) -> Path:

@@ -26,7 +26,7 @@ from .report import NOTEBOOKS, write_readme, write_summary
 
 __all__ = ["REPO_ROOT", "DEFAULT_SEEDS", "notebook_paths", "notebook_parameters", "run", "main"]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SEEDS: dict[str, list[int]] = {"full": [0, 1, 2]}  # every other preset: [0]
 # What a fresh reproduce replaces in the results directory (anything else there is left alone).
 GENERATED = ("tables", "figures", "notebooks", "catalog.json", "summary.json", "README.md")
