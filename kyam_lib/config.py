@@ -230,10 +230,15 @@ class TrainConfig(ConfigBase):
     snapshot_every: int = 0              # epochs between weights-only snapshots/epoch_NNNN kept for good; 0 = none
     finite_check_every: int = 1          # steps between non-finite loss checks (each one waits for the GPU)
     deterministic: bool = True           # False: fused attention kernels, cuDNN autotuning (not bitwise repeatable)
+    # CPU threads of this run's ops; 0 = torch's default. It changes the weights (reduction order),
+    # so it is part of the run, and runs with 1 thread can train side by side (experiments.run_table).
+    cpu_threads: int = 0
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("TrainConfig.epochs and batch_size must be positive")
+        if self.cpu_threads < 0:
+            raise ConfigError(f"TrainConfig.cpu_threads {self.cpu_threads}: expected 0 (torch's default) or >= 1")
         if self.num_workers < -1:
             raise ConfigError(f"TrainConfig.num_workers {self.num_workers}: expected -1 (from the CPU count) or >= 0")
         for name in ("checkpoint_every", "finite_check_every"):

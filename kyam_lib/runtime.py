@@ -17,7 +17,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from . import distributed as dist
 from .protocol import resolve_num_workers
 
-__all__ = ["resolve_device", "seed_everything", "attention_kernels", "to_device", "loader_settings"]
+__all__ = ["resolve_device", "seed_everything", "attention_kernels", "to_device", "loader_settings", "cpu_threads"]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -54,6 +54,20 @@ def attention_kernels(device: torch.device, deterministic: bool):
     if device.type == "cuda" and deterministic:
         return sdpa_kernel([SDPBackend.MATH])
     return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def cpu_threads(count: int):
+    """Run the block with `count` intra-op CPU threads (0: leave torch's setting), then restore it."""
+    if count <= 0:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -48,7 +48,7 @@ from .method.gates import l0_penalty, sparsity_rate
 from .presets import preset_overrides
 from .pretrained import init_from_timm
 from .protocol import PLACEMENT_FIELDS, dataset_options, resolve_train_split
-from .runtime import attention_kernels, loader_settings, resolve_device, seed_everything, to_device
+from .runtime import attention_kernels, cpu_threads, loader_settings, resolve_device, seed_everything, to_device
 
 __all__ = ["TrainingError", "SeededAugmentation", "CachedItems", "model_config_for", "build_datasets", "make_optimizer",
            "make_scheduler", "gates_warming_up", "gate_ramp", "chance_accuracy", "train", "main"]
@@ -325,8 +325,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True)
     resume=True continues from the latest `checkpoints/epoch_NNNN` of cfg.out_dir (after checking
     that its model fits the data and the config), or starts fresh when there is none. On CPU with
     cfg.deterministic, a resumed run ends with the metrics and weights of an uninterrupted one.
-    Raises TrainingError on a non-finite loss, keeping the last good checkpoint.
+    Raises TrainingError on a non-finite loss, keeping the last good checkpoint. cfg.cpu_threads > 0
+    runs it on that many CPU threads (restored afterwards).
     """
+    with cpu_threads(cfg.cpu_threads):
+        return _train(cfg, resume=resume, show_progress=show_progress)
+
+
+def _train(cfg: TrainConfig, *, resume: bool, show_progress: bool) -> dict[str, Any]:
     cfg, split_note = resolve_train_split(cfg)
     out_dir = Path(cfg.out_dir)
     device = resolve_device(cfg.device)

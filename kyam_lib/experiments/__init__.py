@@ -13,7 +13,7 @@ The names below are re-exported so that notebooks write ``experiments.session(..
 """
 from .runs import (class_maps_of, data_overview, eval_frames, evaluate_variant, experiment_config, gate_maps_for,
                    head_gate_maps, learning_log, load_run_model, qualitative_samples, result_row, run_table,
-                   run_variant, sample_ids, training_log, training_summary)
+                   run_variant, sample_ids, train_runs, training_log, training_summary)
 from .session import Session, run_segmentation, segmentation_config, session
 from .variants import (ABLATIONS, BASELINES, EVAL_MAX_IMAGES, LAMBDA_LABELS, LAMBDAS, MASK_RATE_LABELS, MASK_RATES,
                        SYNTHETIC_DATASETS, VARIANTS, RunSpec, eval_blocks_for, given, lambda_run, lambda_runs,
@@ -22,7 +22,7 @@ from .variants import (ABLATIONS, BASELINES, EVAL_MAX_IMAGES, LAMBDA_LABELS, LAM
 __all__ = [
     "VARIANTS", "BASELINES", "ABLATIONS", "LAMBDAS", "MASK_RATES", "LAMBDA_LABELS", "MASK_RATE_LABELS",
     "EVAL_MAX_IMAGES", "RunSpec", "variant_overrides",
-    "eval_blocks_for", "lambda_run", "mask_rate_run", "experiment_config", "run_variant", "evaluate_variant",
+    "eval_blocks_for", "lambda_run", "mask_rate_run", "experiment_config", "train_runs", "run_variant", "evaluate_variant",
     "result_row", "run_table", "training_log", "learning_log", "eval_frames", "load_run_model", "head_gate_maps", "sample_ids",
     "qualitative_samples", "class_maps_of", "segmentation_config", "run_segmentation",
     "SYNTHETIC_DATASETS", "Session", "session", "lambda_runs", "mask_rate_runs", "given", "gate_maps_for",

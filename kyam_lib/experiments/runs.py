@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
+import torch
 
 from ..checkpoint import load_checkpoint
 from ..config import TrainConfig
@@ -28,13 +29,14 @@ from ..evaluate import EvalConfig, class_maps_for, evaluate_run, parse_blocks
 from ..io import read_json, write_json
 from ..method.model import MODEL_SIZES
 from ..method.pseudo_masks import load_mask_png
+from ..parallel import map_in_processes, parallel_jobs
 from ..presets import preset_overrides, run_family, variant_preset_overrides
 from ..protocol import PLACEMENT_FIELDS, computed_fields, dataset_options, resolve_train_split
 from ..train import train
 from .variants import BASELINES, EVAL_MAX_IMAGES, SYNTHETIC_DATASETS, VARIANTS, RunSpec, eval_blocks_for, variant_overrides
 
 __all__ = [
-    "experiment_config", "run_variant", "evaluate_variant", "result_row", "run_table", "training_log",
+    "experiment_config", "train_runs", "run_variant", "evaluate_variant", "result_row", "run_table", "training_log",
     "learning_log", "eval_frames", "load_run_model", "head_gate_maps", "sample_ids", "qualitative_samples",
     "class_maps_of", "gate_maps_for", "training_summary", "data_overview",
 ]
@@ -108,19 +110,58 @@ def _record_placement(run_dir: Path, cfg: Any) -> None:
         write_json(run_dir / "config.json", {**stored, **current, "out_dir": stored.get("out_dir", str(run_dir))})
 
 
+def _cached_run(cfg: TrainConfig) -> tuple[Path, bool, bool]:
+    """(run dir, finished, same config) of cfg in the cache: a finished run to reuse, the same run
+    unfinished (to resume), or the first directory no run has written to yet."""
+    for run_dir in _candidate_dirs(Path(cfg.out_dir)):
+        same = _same_config(run_dir / "config.json", cfg)
+        if same and (run_dir / "metrics.json").is_file() and (run_dir / "model").is_dir():
+            return run_dir, True, True
+        if same or not (run_dir / "config.json").exists():
+            return run_dir, False, same
+    raise AssertionError("unreachable: _candidate_dirs is endless")
+
+
+def train_runs(preset: str, runs: Sequence[RunSpec | str], *, seeds: Sequence[int] = (0,),
+               datasets: Sequence[str] = ("shapes",), data_root: str = "", runs_dir: str | Path = "runs",
+               jobs: int | None = None) -> list[Path]:
+    """Train every (run, seed, dataset) that is not cached yet, side by side when the runs fix their
+    CPU threads (`TrainConfig.cpu_threads`; see `kyam_lib.parallel`); returns the run dirs in order.
+
+    `jobs`: processes at once (default: $KYAM_TRAIN_JOBS, else CPU count // cpu_threads).
+    """
+    calls, missing, threads = [], [], []
+    for dataset in datasets:
+        for spec in runs:
+            spec = RunSpec(spec, spec) if isinstance(spec, str) else spec
+            for seed in seeds:
+                call = dict(preset=preset, variant=spec.variant, seed=seed, dataset=dataset, data_root=data_root,
+                            runs_dir=str(runs_dir), **spec.overrides)
+                calls.append(call)
+                cfg, _ = resolve_train_split(experiment_config(**call))
+                if not _cached_run(cfg)[1] and call not in missing:
+                    missing.append(call)
+                    threads.append(cfg.cpu_threads)
+    if len(missing) > 1:
+        if jobs is None:  # a run on torch's default threads (0) takes the whole CPU: one at a time
+            jobs = parallel_jobs(0 if 0 in threads else max(threads), cuda=torch.cuda.is_available())
+        if jobs > 1:
+            for dataset in {call["dataset"] for call in missing}:  # generated once, before the processes start
+                ensure_dataset(dataset, _resolve_data_root(data_root))
+            map_in_processes(run_variant, missing, jobs)
+    return [run_variant(**call) for call in calls]
+
+
 def run_variant(preset: str, variant: str = "full", *, seed: int = 0, dataset: str = "shapes", data_root: str = "",
                 runs_dir: str | Path = "runs", show_progress: bool = False, **overrides: Any) -> Path:
     """Train `variant` (plus `overrides`) under `preset` unless an equivalent run exists; returns the run dir."""
     cfg = experiment_config(preset, variant, seed=seed, dataset=dataset, data_root=data_root,
                             runs_dir=runs_dir, **overrides)
     cfg, _ = resolve_train_split(cfg)
-    for run_dir in _candidate_dirs(Path(cfg.out_dir)):
-        same = _same_config(run_dir / "config.json", cfg)
-        if same and (run_dir / "metrics.json").is_file() and (run_dir / "model").is_dir():
-            _record_placement(run_dir, cfg)
-            return run_dir
-        if same or not (run_dir / "config.json").exists():
-            break  # the same run, unfinished (resumed), or a directory no run has written to yet
+    run_dir, finished, same = _cached_run(cfg)
+    if finished:
+        _record_placement(run_dir, cfg)
+        return run_dir
     cfg = cfg.replace(out_dir=str(run_dir))
     print(f"training {run_dir}")
     train(cfg, resume=same, show_progress=show_progress)
@@ -178,8 +219,10 @@ def result_row(run_dir: str | Path, variant: str, summary: dict[str, Any], *, la
 
 
 def run_table(preset: str, runs: Sequence[RunSpec | str], *, seeds: Sequence[int] = (0,), dataset: str = "shapes",
-              data_root: str = "", runs_dir: str | Path = "runs", eval_max_images: int | None = None) -> pd.DataFrame:
-    """Train (or reuse) and evaluate every run for every seed; one row per (run, seed)."""
+              data_root: str = "", runs_dir: str | Path = "runs", eval_max_images: int | None = None,
+              jobs: int | None = None) -> pd.DataFrame:
+    """Train (or reuse; side by side, see `train_runs`) and evaluate every run for every seed; one row per (run, seed)."""
+    train_runs(preset, runs, seeds=seeds, datasets=[dataset], data_root=data_root, runs_dir=runs_dir, jobs=jobs)
     rows = []
     for spec in runs:
         spec = RunSpec(spec, spec) if isinstance(spec, str) else spec

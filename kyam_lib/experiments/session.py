@@ -12,7 +12,7 @@ from ..io import read_json, write_json
 from ..presets import preset_overrides, run_family, seg_preset_overrides
 from ..segmentation import GROUND_TRUTH, SegConfig, train_segmentation
 from .report import save_figure, save_table, write_notebook_metrics
-from .runs import _candidate_dirs, _dataset_of, _record_placement, _resolve_data_root, _same_config, evaluate_variant, run_table, run_variant
+from .runs import _candidate_dirs, _dataset_of, _record_placement, _resolve_data_root, _same_config, evaluate_variant, run_table, run_variant, train_runs
 from .variants import EVAL_MAX_IMAGES, SYNTHETIC_DATASETS, RunSpec
 
 __all__ = ["segmentation_config", "run_segmentation", "Session", "session"]
@@ -109,6 +109,8 @@ class Session:
 
     def run_table(self, runs: Sequence[RunSpec | str], *, datasets: Sequence[str] | None = None) -> pd.DataFrame:
         """Rows of `run_table` for every run, seed and dataset (default: the session's dataset)."""
+        train_runs(self.preset, runs, seeds=self.seeds, datasets=datasets or [self.dataset], data_root=self.data_root,
+                   runs_dir=self.runs_dir)
         return pd.concat([run_table(self.preset, runs, seeds=self.seeds, dataset=dataset, data_root=self.data_root,
                                     runs_dir=self.runs_dir) for dataset in (datasets or [self.dataset])],
                          ignore_index=True)
