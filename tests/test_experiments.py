@@ -41,7 +41,8 @@ def test_sweep_specs_map_onto_named_variants():
     assert names == ["quick/shapes/no_pruning_seed0", "quick/shapes/full_l0_weight-0.001_seed0",
                      "quick/shapes/full_seed0", "quick/shapes/full_l0_weight-0.1_seed0"]
     assert run_family("full") == "quick" and run_family("smoke") == "smoke" and run_family("paper") == "paper"
-    assert experiments.experiment_config("quick", "cam").lr == 5e-3  # a baseline's own lr (VARIANT_PRESETS)
+    assert experiments.experiment_config("quick", "mctformer").lr == 5e-3  # a baseline's own lr (VARIANT_PRESETS)
+    assert experiments.experiment_config("quick", "cam").lr == experiments.experiment_config("quick", "full").lr
     cfg = experiments.experiment_config("quick", "no_pruning")
     assert cfg.l0_weight == 0.0 and not cfg.use_head_gates
 

@@ -79,3 +79,23 @@ def test_train_runs_side_by_side_give_the_weights_of_runs_one_by_one(data_root, 
     assert all(TrainConfig.from_json(p / "config.json").cpu_threads == 1 for p in side)
     # cached now: nothing left to train, the same directories come back
     assert experiments.train_runs("smoke", specs, data_root=str(data_root), runs_dir=tmp_path / "a") == side
+
+
+def test_train_runs_trains_two_specs_of_one_run_once(data_root, tmp_path, monkeypatch):
+    # lambda = 0.01 is the "full" run: the two specs must not go to two processes (one directory)
+    import kyam_lib.experiments.runs as runs_module
+    sent = []
+
+    def serial(function, calls, jobs):
+        sent.extend(calls)
+        return [function(**call) for call in calls]
+
+    monkeypatch.setattr(runs_module, "map_in_processes", serial)
+    small = dict(epochs=1, max_train_images=32, max_val_images=16, cpu_threads=1)
+    lam = experiments.lambda_run(0.01)
+    specs = [experiments.RunSpec("full", "full", small), experiments.RunSpec(lam.label, lam.variant, {**lam.overrides, **small}),
+             experiments.RunSpec("cam", "cam", small)]
+    dirs = experiments.train_runs("smoke", specs, data_root=str(data_root), runs_dir=tmp_path, jobs=2)
+    assert [call["variant"] for call in sent] == ["full", "cam"]
+    assert dirs[0] == dirs[1] != dirs[2]
+    assert len((dirs[0] / "log.jsonl").read_text().splitlines()) == 1

@@ -130,7 +130,7 @@ def train_runs(preset: str, runs: Sequence[RunSpec | str], *, seeds: Sequence[in
 
     `jobs`: processes at once (default: $KYAM_TRAIN_JOBS, else CPU count // cpu_threads).
     """
-    calls, missing, threads = [], [], []
+    calls, missing, threads, pending = [], [], [], set()
     for dataset in datasets:
         for spec in runs:
             spec = RunSpec(spec, spec) if isinstance(spec, str) else spec
@@ -139,7 +139,11 @@ def train_runs(preset: str, runs: Sequence[RunSpec | str], *, seeds: Sequence[in
                             runs_dir=str(runs_dir), **spec.overrides)
                 calls.append(call)
                 cfg, _ = resolve_train_split(experiment_config(**call))
-                if not _cached_run(cfg)[1] and call not in missing:
+                run_dir, finished, _ = _cached_run(cfg)
+                # Two specs of one run (the lambda = 0.01 run is "full") go to one process: two
+                # processes must never train into the same directory.
+                if not finished and run_dir not in pending:
+                    pending.add(run_dir)
                     missing.append(call)
                     threads.append(cfg.cpu_threads)
     if len(missing) > 1:

@@ -13,7 +13,7 @@ from ..presets import preset_overrides, run_family, seg_preset_overrides
 from ..segmentation import GROUND_TRUTH, SegConfig, train_segmentation
 from .report import save_figure, save_table, write_notebook_metrics
 from .runs import _candidate_dirs, _dataset_of, _record_placement, _resolve_data_root, _same_config, evaluate_variant, run_table, run_variant, train_runs
-from .variants import EVAL_MAX_IMAGES, SYNTHETIC_DATASETS, RunSpec
+from .variants import EVAL_MAX_IMAGES, SYNTHETIC_DATASETS, RunSpec, compared_runs
 
 __all__ = ["segmentation_config", "run_segmentation", "Session", "session"]
 
@@ -114,6 +114,12 @@ class Session:
         return pd.concat([run_table(self.preset, runs, seeds=self.seeds, dataset=dataset, data_root=self.data_root,
                                     runs_dir=self.runs_dir) for dataset in (datasets or [self.dataset])],
                          ignore_index=True)
+
+    def train_compared(self) -> list[Path]:
+        """Train every run notebooks 03-05 compare on the session's dataset, for every seed — side by
+        side where the CPU allows (`train_runs`), so that those notebooks read cached runs."""
+        return train_runs(self.preset, compared_runs(), seeds=self.seeds, datasets=[self.dataset],
+                          data_root=self.data_root, runs_dir=self.runs_dir)
 
     def evaluated_run(self, variant: str = "full", *, seed: int | None = None) -> Path:
         """The run dir of `variant` (first seed by default), trained and evaluated (pseudo-masks saved)."""

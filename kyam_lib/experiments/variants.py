@@ -14,7 +14,7 @@ from ..config import TrainConfig
 __all__ = [
     "VARIANTS", "BASELINES", "ABLATIONS", "LAMBDAS", "MASK_RATES", "LAMBDA_LABELS", "MASK_RATE_LABELS",
     "EVAL_MAX_IMAGES", "RunSpec", "variant_overrides", "eval_blocks_for", "lambda_run", "mask_rate_run",
-    "lambda_runs", "mask_rate_runs", "given", "SYNTHETIC_DATASETS",
+    "lambda_runs", "mask_rate_runs", "compared_runs", "given", "SYNTHETIC_DATASETS",
 ]
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -88,6 +88,13 @@ def lambda_runs() -> list[RunSpec]:
 
 def mask_rate_runs() -> list[RunSpec]:
     return [mask_rate_run(value) for value in MASK_RATES]
+
+
+def compared_runs() -> list[RunSpec]:
+    """Every run notebooks 03-05 compare on one dataset: ours and the baselines, the ablations, the
+    lambda and mask-rate sweeps (one run may appear twice: lambda 0.01 is "full"; `train_runs` trains it once)."""
+    return ([RunSpec(name, name) for name in ("full", *BASELINES, *ABLATIONS)] + lambda_runs()
+            + mask_rate_runs())
 
 
 def given(**fields: Any) -> dict[str, Any]:
