@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from .checkpoint import CheckpointError, check_compatible, load_checkpoint
 from .config import ConfigBase, ConfigError, parse_overrides
 from .crf import CRFParams
-from .data import DatasetError, build_dataset, default_data_root, ensure_dataset, seeded_subset
+from .data import DatasetError
 from .inference import (EvalItems, class_maps_for, collate_eval, grid_class_maps, maps_at_sizes, max_normalise,
                         size_groups)
 from .interop import MapFileError
@@ -35,8 +35,8 @@ from .io import atomic_write, write_json
 from .method.metrics import ConfusionMatrix, classifier_accuracy, mean_average_precision
 from .method.model import KyamViT
 from .method.gates import sparsity_rate
-from .protocol import dataset_options
 from .method.pseudo_masks import DEFAULT_THRESHOLDS, select_classes
+from .run_data import dataset_info, open_split
 from .score import SCORE_ONLY_FIELDS, main as score_main
 from .split_scores import SplitScorer
 
@@ -217,8 +217,8 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> None:
         frame.to_csv(tmp, index=False)
 
 
-def _run_subset(dataset, split: str, train_cfg: dict[str, Any], max_images: int):
-    """The images of `split` the run itself used (its seeded max_train/val_images subset), capped at `max_images`.
+def _run_limit(split: str, train_cfg: dict[str, Any], max_images: int) -> int:
+    """How many images of `split` the run itself used (its seeded max_train/val_images subset), capped at `max_images`.
 
     Same rule as training (a prefix of one seeded permutation), so a cap keeps a subset of the
     trained images, and pseudo-masks exist for exactly the images a same-seed segmentation run
@@ -228,7 +228,7 @@ def _run_subset(dataset, split: str, train_cfg: dict[str, Any], max_images: int)
              train_cfg.get("val_split", "val"): train_cfg.get("max_val_images", 0)}.get(split, 0)
     if max_images > 0:
         limit = min(limit, max_images) if limit > 0 else max_images
-    return seeded_subset(dataset, limit, train_cfg.get("seed", 0))
+    return limit
 
 
 def evaluate_run(cfg: EvalConfig) -> dict[str, Any]:
@@ -242,21 +242,20 @@ def evaluate_run(cfg: EvalConfig) -> dict[str, Any]:
                           ("cpu" if cfg.device == "auto" else cfg.device))
     model = loaded.model.to(device).eval()
     name = cfg.dataset or train_cfg.get("dataset", "")
-    root = ensure_dataset(name, Path(cfg.data_root or train_cfg.get("data_root") or default_data_root()))
+    # the run's data fields (its loader options: e.g. DFC2020 with Sentinel-1, 15 channels) and seed
+    run = types.SimpleNamespace(**{"seed": 0, **train_cfg, "dataset": name,
+                                   "data_root": cfg.data_root or train_cfg.get("data_root") or ""})
     image_size = tuple(loaded.model_config.image_size)
     sources = class_sources(cfg.class_source, cfg.splits, train_split=train_cfg.get("train_split", "train"))
 
     datasets = {}
     for split in cfg.splits:
-        # the run's loader options (e.g. DFC2020 with Sentinel-1: 15 channels)
-        dataset = build_dataset(name, root, split, image_size=image_size, augment=False,
-                                **dataset_options(types.SimpleNamespace(**train_cfg), name))
-        check_compatible(loaded.model_config, num_classes=len(dataset.class_names), num_channels=dataset.num_channels,
+        dataset = open_split(run, split, image_size=image_size, limit=_run_limit(split, train_cfg, cfg.max_images))
+        info = dataset_info(dataset)
+        check_compatible(loaded.model_config, num_classes=len(info.class_names), num_channels=info.num_channels,
                          source=str(run_dir / "model"))
-        dataset = _run_subset(dataset, split, train_cfg, cfg.max_images)
         datasets[split] = dataset
-    info = next(iter(datasets.values()))
-    info = info.dataset if isinstance(info, Subset) else info
+    info = dataset_info(next(iter(datasets.values())))
     mask_names = (["background"] if info.has_background else []) + list(info.class_names)
     if cfg.crf and not info.has_background:
         raise ConfigError(f"EvalConfig.crf: the dense CRF refines the background rule; {name!r} has no background")

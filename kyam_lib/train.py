@@ -33,21 +33,22 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from . import distributed as dist
 from .checkpoint import (CheckpointError, epoch_checkpoints, check_compatible, latest_checkpoint, load_checkpoint,
                          load_training_state, remove_stale_temporaries, save_checkpoint)
 from .config import ConfigError, ModelConfig, TrainConfig, parse_overrides
-from .data import DATASET_NAMES, DatasetError, build_dataset, default_data_root, ensure_dataset, seeded_subset
+from .data import DatasetError
 from .io import append_jsonl, atomic_write, read_json, remove_run_outputs, write_json
 from .method.metrics import classifier_accuracy
 from .method.model import MODEL_SIZES, KyamViT
 from .method.gates import l0_penalty, sparsity_rate
 from .presets import preset_overrides
 from .pretrained import init_from_timm
-from .protocol import PLACEMENT_FIELDS, dataset_options, resolve_train_split
+from .protocol import PLACEMENT_FIELDS, resolve_train_split
+from .run_data import CachedItems, SeededAugmentation, build_datasets, dataset_info
 from .runtime import attention_kernels, cpu_threads, loader_settings, resolve_device, seed_everything, to_device
 
 __all__ = ["TrainingError", "SeededAugmentation", "CachedItems", "model_config_for", "build_datasets", "make_optimizer",
@@ -69,89 +70,6 @@ def model_config_for(cfg: TrainConfig, *, num_classes: int, in_channels: int, mu
                        drop_path_rate=cfg.drop_path_rate, classifier=cfg.classifier,
                        use_reg_token=cfg.use_reg_token, use_head_gates=cfg.use_head_gates,
                        mask_rate=cfg.mask_rate, multi_label=multi_label)
-
-
-def build_datasets(cfg: TrainConfig):
-    """(train, val) datasets; the embedded synthetic sets are generated on first use."""
-    if cfg.dataset not in DATASET_NAMES:
-        raise ConfigError(f"TrainConfig.dataset: unknown dataset {cfg.dataset!r}; "
-                          f"expected one of {list(DATASET_NAMES)}")
-    root = Path(cfg.data_root) if cfg.data_root else default_data_root()
-    dataset_root = ensure_dataset(cfg.dataset, root)
-    options = dataset_options(cfg)
-    train_set = build_dataset(cfg.dataset, dataset_root, cfg.train_split, image_size=cfg.image_size,
-                              augment=cfg.augment, **options)
-    val_set = build_dataset(cfg.dataset, dataset_root, cfg.val_split, image_size=cfg.image_size, augment=False,
-                            **options)
-    train_set = seeded_subset(train_set, cfg.max_train_images, cfg.seed)
-    val_set = seeded_subset(val_set, cfg.max_val_images, cfg.seed)
-    if cfg.cache_items:
-        return CachedItems(train_set), CachedItems(val_set)
-    return train_set, val_set
-
-
-class CachedItems(Dataset):
-    """Keeps each item of an un-augmented dataset after its first read (same items, decoded once).
-
-    Decoding a 64 px JPEG and PNG costs about as much as a tiny ViT's training step on the CPU.
-    The cache lives in the process that reads (with workers, one per worker).
-    """
-
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
-        self._items: dict[int, dict] = {}
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict:
-        item = self._items.get(index)
-        if item is None:
-            item = self._items[index] = self.dataset[index]
-        return item
-
-
-def dataset_info(dataset) -> Any:
-    """The loader behind a Subset / SeededAugmentation / CachedItems wrapper (class names, channels, ...)."""
-    while isinstance(dataset, (Subset, SeededAugmentation, CachedItems)):
-        dataset = dataset.dataset
-    return dataset
-
-
-class SeededAugmentation(Dataset):
-    """Draws each item's random augmentation from a seed keyed by (seed, epoch, position).
-
-    The loaders' transforms draw from torch's global generator; re-seeding it per item (and
-    restoring it after) makes the augmentation of a sample independent of the process or worker
-    that loads it and of the order of loading: 2 processes x batch b see exactly the images of
-    1 process x batch 2b, and a resumed run sees those of an uninterrupted one.
-    """
-
-    def __init__(self, dataset: Dataset, *, seed: int) -> None:
-        self.dataset = dataset
-        self.seed = seed
-        # In shared memory: persistent DataLoader workers keep their copy of the dataset across
-        # epochs and still read the current epoch.
-        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
-
-    @property
-    def epoch(self) -> int:
-        return int(self._epoch[0])
-
-    def set_epoch(self, epoch: int) -> None:
-        """Call before iterating."""
-        self._epoch[0] = epoch
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        state = torch.get_rng_state()
-        torch.default_generator.manual_seed(dist.sample_seed(self.seed, self.epoch, index, stream=dist.AUGMENT_STREAM))
-        try:
-            return self.dataset[index]
-        finally:
-            torch.set_rng_state(state)
 
 
 def gates_warming_up(cfg: TrainConfig, epochs_done: float) -> bool:

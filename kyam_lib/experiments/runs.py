@@ -31,7 +31,8 @@ from ..method.model import MODEL_SIZES
 from ..method.pseudo_masks import load_mask_png
 from ..parallel import map_in_processes, parallel_jobs
 from ..presets import preset_overrides, run_family, variant_preset_overrides
-from ..protocol import PLACEMENT_FIELDS, computed_fields, dataset_options, resolve_train_split
+from ..protocol import PLACEMENT_FIELDS, computed_fields, resolve_train_split
+from ..run_data import open_split
 from ..train import train
 from .variants import BASELINES, EVAL_MAX_IMAGES, SYNTHETIC_DATASETS, VARIANTS, RunSpec, eval_blocks_for, variant_overrides
 
@@ -297,8 +298,8 @@ def head_gate_maps(run_dir: str | Path) -> tuple[Any, Any]:
 
 
 def _dataset_of(cfg: TrainConfig, split: str):
-    return build_dataset(cfg.dataset, ensure_dataset(cfg.dataset, cfg.data_root), split,
-                         image_size=cfg.image_size, augment=False, **dataset_options(cfg))
+    """The whole of `split` (no subset), un-augmented: images are looked up by id."""
+    return open_split(cfg, split)
 
 
 def sample_ids(run_dir: str | Path, *, split: str = "val", n: int = 4) -> list[str]:

@@ -12,14 +12,12 @@ from torch import Tensor
 from torch.utils.data import Dataset, Subset
 from torchvision import tv_tensors
 
-from ..data import (IGNORE_INDEX, seeded_subset, DatasetError, DatasetNotFoundError, KyamDataset, build_dataset, default_data_root,
-                    ensure_dataset)
-from ..protocol import dataset_options
+from ..data import IGNORE_INDEX, DatasetError, DatasetNotFoundError, KyamDataset
 from ..method.pseudo_masks import load_mask_png
-from ..train import dataset_info
+from ..run_data import dataset_info, open_split
 from .config import GROUND_TRUTH, SegConfig
 
-__all__ = ["PseudoMaskDataset", "build_seg_datasets", "mask_class_names", "seg_dataset_root"]
+__all__ = ["PseudoMaskDataset", "build_seg_datasets", "mask_class_names"]
 
 
 class PseudoMaskDataset(Dataset):
@@ -94,19 +92,10 @@ class PseudoMaskDataset(Dataset):
         }
 
 
-def seg_dataset_root(cfg: SegConfig) -> Path:
-    return ensure_dataset(cfg.dataset, Path(cfg.data_root) if cfg.data_root else default_data_root())
-
-
 def build_seg_datasets(cfg: SegConfig) -> tuple[Dataset, Dataset]:
     """(train, val): train masks from `cfg.masks`, val masks always ground truth."""
-    root = seg_dataset_root(cfg)
-    options = dataset_options(cfg)
-    train_set: Dataset = build_dataset(cfg.dataset, root, cfg.train_split, image_size=cfg.image_size,
-                                       augment=cfg.augment, **options)
-    if cfg.masks != GROUND_TRUTH:
-        train_set = PseudoMaskDataset(train_set, cfg.masks)
-    train_set = seeded_subset(train_set, cfg.max_train_images, cfg.seed)
+    pseudo_masks = None if cfg.masks == GROUND_TRUTH else (lambda dataset: PseudoMaskDataset(dataset, cfg.masks))
+    train_set = open_split(cfg, cfg.train_split, augment=cfg.augment, limit=cfg.max_train_images, wrap=pseudo_masks)
     if cfg.masks != GROUND_TRUTH:
         pseudo = dataset_info(train_set)  # the PseudoMaskDataset under the Subset
         missing = pseudo.missing(train_set.indices if isinstance(train_set, Subset) else None)
@@ -114,8 +103,7 @@ def build_seg_datasets(cfg: SegConfig) -> tuple[Dataset, Dataset]:
             raise DatasetNotFoundError(
                 f"{missing[0]}: pseudo-mask file not found ({len(missing)} of {len(train_set)} training images "
                 f"of split {cfg.train_split!r} have none in {pseudo.mask_dir})")
-    val_set = build_dataset(cfg.dataset, root, cfg.val_split, image_size=cfg.image_size, augment=False, **options)
-    return train_set, seeded_subset(val_set, cfg.max_val_images, cfg.seed)
+    return train_set, open_split(cfg, cfg.val_split, limit=cfg.max_val_images)
 
 
 def mask_class_names(dataset: Dataset) -> list[str]:

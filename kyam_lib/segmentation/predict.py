@@ -20,13 +20,12 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import tv_tensors
 from tqdm.auto import tqdm
 
-from ..data import KyamDataset, build_dataset
+from ..data import KyamDataset
 from ..data.palette import palette
-from ..protocol import dataset_options
 from ..method.pseudo_masks import save_pseudo_mask
-from ..train import resolve_device
+from ..run_data import open_split
+from ..runtime import resolve_device
 from .config import SegConfig
-from .data import seg_dataset_root
 from .models import load_segmentation_model
 
 __all__ = ["VOC_SERVER_DIR", "ImagesOnly", "predict_masks"]
@@ -69,8 +68,7 @@ def predict_masks(seg_dir: str | Path, *, split: str = "val", out_dir: str | Pat
         cfg = cfg.replace(data_root=data_root)
     target = torch.device(resolve_device(device))
     model = model.to(target).eval()
-    dataset = build_dataset(cfg.dataset, seg_dataset_root(cfg), split, image_size=cfg.image_size, augment=False,
-                            **dataset_options(cfg))
+    dataset = open_split(cfg, split)
     if server_layout is None:
         server_layout = cfg.dataset == "voc" and split == "test"
     out_dir = Path(out_dir) if out_dir else seg_dir / "predictions"
