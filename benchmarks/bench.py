@@ -5,7 +5,7 @@
     python -m benchmarks.bench --gpu           # adds the GPU benchmarks (bf16, images/s, MFU)
 
 Each figure is a ratio of two measurements taken in one run, on the same machine and inputs:
-1. one training step (forward, backward, AdamW, with everything kyam's loop does per step) of
+1. one training step (`train.train_step` as kyam's loop runs it: forward, backward, AdamW, everything per step) of
    KyamViT against a plain timm VisionTransformer of the same width, depth, heads and token count;
 2. peak memory to obtain the class maps at ADE20K shape: kyam's class-row extraction against a
    recorder that keeps every block's full N x N attention (forward hooks), each in a fresh process;
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import gc
 import json
 import math
@@ -38,16 +39,15 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
-from kyam_lib import distributed as dist
 from kyam_lib.method.class_maps import class_maps
 from kyam_lib.config import TrainConfig
 from kyam_lib.io import atomic_write, read_json, write_json
 from .loader_bench import loader_markdown, loader_record
 from kyam_lib.method.model import MODEL_SIZES, KyamViT
-from kyam_lib.method.gates import l0_penalty
 from kyam_lib.method.pseudo_masks import masks_without_background
 from .reference import nearest_label_fill_bfs
-from kyam_lib.train import make_optimizer, make_scheduler, model_config_for
+from kyam_lib.runtime import attention_kernels
+from kyam_lib.train import TrainingCheck, classifier_loss, make_optimizer, make_scheduler, model_config_for, train_step
 
 __all__ = ["TrainStepCase", "MemoryCase", "MaskCase", "BenchSettings", "FULL", "SMOKE", "REQUIRED_KEYS",
            "NULLABLE_KEYS", "TARGETS", "vit_forward_flops", "peak_bf16_flops", "compare_train_steps",
@@ -77,6 +77,7 @@ PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
     ("A100", 312e12),
 )
 EPOCH_IMAGES = 2000  # the small preset's epoch on the embedded synthetic data
+STEPS_PER_EPOCH = 10_000  # of the benchmark's schedules: the timed steps stay in epoch 0
 
 
 # -- settings ---------------------------------------------------------------------------------
@@ -91,6 +92,7 @@ class TrainStepCase:
     batch_size: int
     warmup: int          # untimed steps of each model before timing
     repeats: int         # timed (kyam, plain) pairs, interleaved
+    deterministic: bool = True  # TrainConfig.deterministic; False: fused attention kernels on CUDA (the paper preset)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -139,7 +141,7 @@ FULL = BenchSettings(
     masks=MaskCase(batch_size=12, num_classes=20, image_size=512, grid=32, max_selected=3, repeats=3,
                    reference_images=12, reference_budget_s=600.0),
     gpu_vitb=TrainStepCase(model_size="base", image_size=(224, 224), patch_size=16, num_classes=20,
-                           batch_size=128, warmup=5, repeats=20),
+                           batch_size=128, warmup=5, repeats=20, deterministic=False),
 )
 SMOKE = BenchSettings(
     smoke=True,
@@ -152,7 +154,7 @@ SMOKE = BenchSettings(
     masks=MaskCase(batch_size=2, num_classes=20, image_size=48, grid=6, max_selected=3, repeats=2,
                    reference_images=2, reference_budget_s=5.0),
     gpu_vitb=TrainStepCase(model_size="tiny", image_size=(32, 32), patch_size=16, num_classes=5, batch_size=4,
-                           warmup=1, repeats=2),
+                           warmup=1, repeats=2, deterministic=False),
 )
 
 
@@ -239,32 +241,24 @@ def _batch(case: TrainStepCase, device: torch.device, generator: torch.Generator
 
 def _kyam_step(model: KyamViT, cfg: TrainConfig, batch: dict[str, Tensor], device: torch.device,
                amp_dtype: torch.dtype | None) -> Callable[[], None]:
-    """One iteration of `train.train`'s loop body (data loading excepted): same calls, same order."""
+    """One iteration of `train.train`'s loop (data loading excepted): `train.train_step` with the loop's
+    loss (`train.classifier_loss`: lambda and gate warm-ups, gate noise stream), attention kernels and
+    non-finite check (`train.TrainingCheck`), then the running sums."""
     optimizer = make_optimizer(model, cfg)
-    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch=10_000)
+    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch=STEPS_PER_EPOCH)
     gate_generator = torch.Generator().manual_seed(cfg.seed + 1)
-    gate_shape = (model.config.depth, model.config.num_heads)
-    sums = torch.zeros(3, device=device)
+    kernels = functools.partial(attention_kernels, device, cfg.deterministic)
+    check = TrainingCheck(cfg, out_dir=Path("benchmark"), epoch=0, steps=STEPS_PER_EPOCH, device=device)
+    sums = torch.zeros(3, device=device, dtype=torch.float64)
+    steps_done = 0
 
     def step() -> None:
-        nonlocal sums
-        images, labels = batch["image"], batch["labels"]
-        mask_uniforms = dist.per_sample_uniforms(batch["index"], labels.shape[1], cfg.seed, 0).to(device)
-        gate_noise = torch.rand(gate_shape, generator=gate_generator).to(device)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            output = model(images, labels=labels, mask_uniforms=mask_uniforms, gate_noise=gate_noise)
-        cls_loss = model.loss(output, labels)
-        l0 = l0_penalty(model)
-        loss = cls_loss + cfg.l0_weight * l0
-        if not torch.isfinite(loss):
-            raise RuntimeError("bench: non-finite kyam loss")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        sums += torch.stack([loss.detach(), cls_loss.detach(), l0.detach()]).float()
+        nonlocal sums, steps_done
+        loss_fn = classifier_loss(model, cfg, epoch=0, epochs_done=steps_done / STEPS_PER_EPOCH,
+                                  gate_generator=gate_generator)
+        sums += train_step(model, optimizer, scheduler, batch, loss_fn, amp_dtype=amp_dtype, kernels=kernels,
+                           grad_clip=cfg.grad_clip, check=check)
+        steps_done += 1
 
     return step
 
@@ -273,7 +267,7 @@ def _plain_step(model: nn.Module, cfg: TrainConfig, batch: dict[str, Tensor], de
                 amp_dtype: torch.dtype | None) -> Callable[[], None]:
     """The same loop body for a plain ViT: BCE loss, same optimizer, schedule, clipping and bookkeeping."""
     optimizer = make_optimizer(model, cfg)
-    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch=10_000)
+    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch=STEPS_PER_EPOCH)
     sums = torch.zeros(1, device=device)
 
     def step() -> None:
@@ -305,7 +299,7 @@ def compare_train_steps(case: TrainStepCase, *, device: torch.device | str = "cp
     device = torch.device(device)
     torch.manual_seed(0)
     cfg = TrainConfig(model_size=case.model_size, image_size=case.image_size, patch_size=case.patch_size,
-                      batch_size=case.batch_size)
+                      batch_size=case.batch_size, deterministic=case.deterministic)
     model_config = model_config_for(cfg, num_classes=case.num_classes, in_channels=3, multi_label=True)
     kyam = KyamViT(model_config).to(device).train()
     num_tokens = kyam.layout(model_config.grid_size).length
@@ -799,9 +793,10 @@ def render_markdown(record: dict[str, Any]) -> str:
     lines += ["", "## How each figure is measured", "",
               "**1. Train step.** Both models take the same batch and the same optimizer "
               "(`train.make_optimizer`: AdamW (0.9, 0.95), its three parameter groups), the same warm-up/cosine "
-              "schedule and gradient clipping. The kyam step is the body of `train.train`'s loop: per-sample "
-              "masking uniforms, gate noise, forward with class-token masking, BCE + λ·L0 penalty, finiteness "
-              "check, backward, clip, step, schedule, running sums. The plain model is timm's "
+              "schedule and gradient clipping. The kyam step is `train.train_step`, the step of `train.train`'s "
+              "loop, with the loop's loss and check: per-sample masking uniforms, gate noise (held open during "
+              "the L0 warm-up), forward with class-token masking under the loop's attention kernels, BCE + λ·L0 "
+              "penalty (λ ramped in), non-finite check, backward, clip, step, schedule, running sums. The plain model is timm's "
               "`VisionTransformer` with the same width, depth and heads and the same number of tokens "
               f"([CLS] + C register tokens + patches = C class tokens + patches + [REG]: {small['num_tokens']} "
               f"and {vitb['num_tokens']} tokens). Data loading is left out (it is the same for both). After "

@@ -29,10 +29,11 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, ContextManager, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
@@ -52,7 +53,8 @@ from .run_data import CachedItems, SeededAugmentation, build_datasets, dataset_i
 from .runtime import attention_kernels, cpu_threads, loader_settings, resolve_device, seed_everything, to_device
 
 __all__ = ["TrainingError", "SeededAugmentation", "CachedItems", "model_config_for", "build_datasets", "make_optimizer",
-           "make_scheduler", "gates_warming_up", "gate_ramp", "chance_accuracy", "train", "main"]
+           "make_scheduler", "gates_warming_up", "gate_ramp", "chance_accuracy", "LossFn", "FiniteCheck",
+           "TrainingCheck", "train_step", "classifier_loss", "train", "main"]
 
 # Outputs of a run that a fresh (not resumed) run replaces; other files in --out are left alone.
 RUN_OUTPUTS = ("config.json", "log.jsonl", "metrics.json", "checkpoints", "snapshots", "model")
@@ -225,6 +227,111 @@ def _check_finite(loss: torch.Tensor, *, what: str, out_dir: Path, epoch: int, s
                             f"{kept}. Lower TrainConfig.lr ({cfg.lr}) or gate_lr_ratio ({cfg.gate_lr_ratio}), or set grad_clip.")
 
 
+# ---- one training step: the classifier loop, the segmentation loop and the benchmark step through train_step ----
+# loss_fn(batch, forward_context) -> (loss, parts): the forward pass inside forward_context(), the loss outside it.
+LossFn = Callable[[dict[str, Any], Callable[[], ContextManager]], tuple[torch.Tensor, torch.Tensor]]
+
+
+class FiniteCheck:
+    """The non-finite check of `train_step`: this one checks nothing; subclasses raise."""
+
+    def loss(self, loss: torch.Tensor) -> None:
+        """The step's loss, before the backward pass."""
+
+    def grad_norm(self, norm: torch.Tensor) -> None:
+        """The gradient norm before clipping (when clipping is on)."""
+
+    def step_done(self) -> None:
+        """Once per step, before the optimizer step."""
+
+
+class TrainingCheck(FiniteCheck):
+    """The training loop's check, one per epoch: TrainingError on every rank at a non-finite loss or gradient
+    norm, at once (finite_check_every = 1) or from a count kept on the device and read every
+    finite_check_every steps and at the epoch's last step (each read waits for the GPU)."""
+
+    def __init__(self, cfg: TrainConfig, *, out_dir: Path, epoch: int, steps: int, device: torch.device) -> None:
+        self.cfg, self.out_dir, self.epoch, self.steps = cfg, out_dir, epoch, steps
+        self.step, self.checked_from = 0, 0
+        self.every_step = cfg.finite_check_every == 1
+        self.nonfinite = torch.zeros((), device=device)
+
+    def loss(self, loss: torch.Tensor) -> None:
+        self._count(loss, "loss")
+
+    def grad_norm(self, norm: torch.Tensor) -> None:
+        self._count(norm, "gradient norm")
+
+    def _count(self, value: torch.Tensor, what: str) -> None:
+        if self.every_step:
+            _check_finite(value, what=what, out_dir=self.out_dir, epoch=self.epoch, step=self.step, cfg=self.cfg)
+        else:
+            self.nonfinite += (~torch.isfinite(value.detach())).float()
+
+    def step_done(self) -> None:
+        if not self.every_step and ((self.step + 1) % self.cfg.finite_check_every == 0 or self.step + 1 == self.steps):
+            _check_finite(self.nonfinite, what="loss or gradient norm", out_dir=self.out_dir, epoch=self.epoch,
+                          step=self.step, cfg=self.cfg, first_step=self.checked_from)
+            self.checked_from = self.step + 1
+        self.step += 1
+
+
+@contextlib.contextmanager
+def _forward_context(device_type: str, amp_dtype: torch.dtype | None, kernels: Callable[[], ContextManager]):
+    with torch.autocast(device_type, dtype=amp_dtype, enabled=amp_dtype is not None), kernels():
+        yield
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, batch: dict[str, Any], loss_fn: LossFn, *,
+               amp_dtype: torch.dtype | None = None, kernels: Callable[[], ContextManager] = contextlib.nullcontext,
+               grad_clip: float = 0.0, check: FiniteCheck | None = None) -> torch.Tensor:
+    """One optimisation step of `model` on `batch`; returns the detached loss parts `loss_fn` reports.
+
+    `loss_fn` (see LossFn) runs the forward pass under autocast to `amp_dtype` and the attention
+    `kernels`; then the non-finite `check` of the loss, backward, clipping to `grad_clip` (0 = off)
+    and the check of its norm, optimizer step, scheduler step.
+    """
+    device_type = next(model.parameters()).device.type
+    check = check or FiniteCheck()
+    loss, parts = loss_fn(batch, functools.partial(_forward_context, device_type, amp_dtype, kernels))
+    check.loss(loss)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        # After DDP's all-reduce every rank holds the same gradients, hence the same norm.
+        check.grad_norm(torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip))
+    check.step_done()
+    optimizer.step()
+    scheduler.step()
+    return parts
+
+
+def classifier_loss(model: KyamViT, cfg: TrainConfig, *, epoch: int, epochs_done: float,
+                    gate_generator: torch.Generator, forward: nn.Module | None = None) -> LossFn:
+    """The loss of a classifier step at `epochs_done` (epoch + step / steps per epoch): per-sample masking
+    uniforms, gate noise from `gate_generator` (u = 1, every gate open, during the L0 warm-up), and
+    classification loss + lambda x L0 (`l0_weight_at`). The batch goes through `forward` (DDP's wrapper;
+    default `model`). Parts: float64 (loss, classification loss, L0)."""
+    device = next(model.parameters()).device
+    forward = forward or model
+
+    def loss_fn(batch: dict[str, Any], forward_context: Callable[[], ContextManager]):
+        images, labels = batch["image"].to(device, non_blocking=True), batch["labels"].to(device, non_blocking=True)
+        mask_uniforms = to_device(dist.per_sample_uniforms(batch["index"], labels.shape[1], cfg.seed, epoch), device)
+        gate_noise = to_device(torch.rand((model.config.depth, model.config.num_heads), generator=gate_generator),
+                               device)
+        if gates_warming_up(cfg, epochs_done):
+            gate_noise = torch.ones_like(gate_noise)  # u -> 1: every gate open
+        with forward_context():
+            output = forward(images, labels=labels, mask_uniforms=mask_uniforms, gate_noise=gate_noise)
+        cls_loss = model.loss(output, labels)
+        l0 = l0_penalty(model)
+        loss = cls_loss + l0_weight_at(cfg, epochs_done) * l0
+        return loss, torch.stack([loss.detach(), cls_loss.detach(), l0.detach()]).double()
+
+    return loss_fn
+
+
 def _resume_state(checkpoint: Path, model_config: ModelConfig, *, num_classes: int, num_channels: int):
     """(weights, training state) of `checkpoint` after checking that it fits the data and the model."""
     loaded = load_checkpoint(checkpoint)
@@ -300,7 +407,6 @@ def _train(cfg: TrainConfig, *, resume: bool, show_progress: bool) -> dict[str, 
     scheduler = make_scheduler(optimizer, cfg, len(loader))
     # Gate noise comes from its own stream, identical on every rank; masking draws are per sample.
     gate_generator = torch.Generator().manual_seed(cfg.seed + 1)
-    gate_shape = (model_config.depth, model_config.num_heads)
     start_epoch = 0
     record: dict[str, Any] = {}
     log_path = out_dir / "log.jsonl"
@@ -335,43 +441,14 @@ def _train(cfg: TrainConfig, *, resume: bool, show_progress: bool) -> dict[str, 
         train_data.set_epoch(epoch)
         started = time.perf_counter()
         sums = torch.zeros(3, device=device, dtype=torch.float64)  # loss, classification loss, l0 over steps
-        # Periodic non-finite check (finite_check_every > 1): a count kept on the device, read every k steps.
-        nonfinite, checked_from = torch.zeros((), device=device), 0
+        check = TrainingCheck(cfg, out_dir=out_dir, epoch=epoch, steps=len(loader), device=device)
         progress = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                         disable=not (show_progress and dist.is_main()), mininterval=2.0)
         for step, batch in enumerate(progress):
-            images, labels = batch["image"].to(device, non_blocking=True), batch["labels"].to(device, non_blocking=True)
-            mask_uniforms = to_device(dist.per_sample_uniforms(batch["index"], labels.shape[1], cfg.seed, epoch),
-                                       device)
-            gate_noise = to_device(torch.rand(gate_shape, generator=gate_generator), device)
-            if gates_warming_up(cfg, epoch + step / len(loader)):
-                gate_noise = torch.ones_like(gate_noise)  # u -> 1: every gate open
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None), kernels():
-                output = ddp_model(images, labels=labels, mask_uniforms=mask_uniforms, gate_noise=gate_noise)
-            cls_loss = model.loss(output, labels)
-            l0 = l0_penalty(model)
-            loss = cls_loss + l0_weight_at(cfg, epoch + step / len(loader)) * l0
-            every_step = cfg.finite_check_every == 1
-            if every_step:
-                _check_finite(loss, what="loss", out_dir=out_dir, epoch=epoch, step=step, cfg=cfg)
-            else:
-                nonfinite += (~torch.isfinite(loss.detach())).float()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                # After DDP's all-reduce every rank holds the same gradients, hence the same norm.
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                if every_step:
-                    _check_finite(grad_norm, what="gradient norm", out_dir=out_dir, epoch=epoch, step=step, cfg=cfg)
-                else:
-                    nonfinite += (~torch.isfinite(grad_norm.detach())).float()
-            if not every_step and ((step + 1) % cfg.finite_check_every == 0 or step + 1 == len(loader)):
-                _check_finite(nonfinite, what="loss or gradient norm", out_dir=out_dir, epoch=epoch, step=step,
-                              cfg=cfg, first_step=checked_from)
-                checked_from = step + 1
-            optimizer.step()
-            scheduler.step()
-            sums += torch.stack([loss.detach(), cls_loss.detach(), l0.detach()]).double()
+            loss_fn = classifier_loss(model, cfg, epoch=epoch, epochs_done=epoch + step / len(loader),
+                                      gate_generator=gate_generator, forward=ddp_model)
+            sums += train_step(model, optimizer, scheduler, batch, loss_fn, amp_dtype=amp_dtype, kernels=kernels,
+                               grad_clip=cfg.grad_clip, check=check)
         sums = dist.all_reduce_sum(sums) / (len(loader) * world)
         record = {
             "epoch": epoch + 1,

@@ -27,7 +27,9 @@ from ..config import ConfigError
 from ..data import IGNORE_INDEX
 from ..io import append_jsonl, atomic_write, read_json, remove_run_outputs, write_json
 from ..method.metrics import ConfusionMatrix
-from ..train import SeededAugmentation, dataset_info, loader_settings, make_scheduler, resolve_device, seed_everything
+from ..run_data import SeededAugmentation, dataset_info
+from ..runtime import loader_settings, resolve_device, seed_everything
+from ..train import FiniteCheck, LossFn, make_scheduler, train_step
 from .config import SegConfig, SegModelConfig, seg_model_config_for
 from .data import build_seg_datasets, mask_class_names
 from .models import FORMAT, build_seg_model, init_pretrained, save_segmentation_model
@@ -79,6 +81,33 @@ def _pseudo_mask_provenance(mask_dir: Path) -> dict[str, Any]:
         return {}
     keys = ("run_dir", "dataset", "oracle", "class_source", "rule", "background_score", "blocks", "head_weighting")
     return {k: recorded[k] for k in keys if isinstance(recorded, dict) and k in recorded}
+
+
+def _segmentation_loss(model: nn.Module) -> LossFn:
+    """Cross-entropy per valid pixel; a batch whose pixels are all ignored gives 0, not NaN."""
+    device = next(model.parameters()).device
+
+    def loss_fn(batch: dict[str, Any], forward_context) -> tuple[torch.Tensor, torch.Tensor]:
+        images = batch["image"].to(device, non_blocking=True)
+        targets = batch["mask"].to(device, non_blocking=True)
+        with forward_context():
+            logits = model(images)
+        valid = (targets != IGNORE_INDEX).sum().clamp_min(1)
+        loss = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="sum") / valid
+        return loss, loss.detach()
+
+    return loss_fn
+
+
+class _SegmentationCheck(FiniteCheck):
+    """A non-finite loss stops the run at once on the CPU; on a GPU the epoch's sum is checked (no sync per step)."""
+
+    def __init__(self, *, out_dir: Path, epoch: int, device: torch.device) -> None:
+        self.out_dir, self.epoch, self.device = out_dir, epoch, device
+
+    def loss(self, loss: torch.Tensor) -> None:
+        if self.device.type != "cuda" and not torch.isfinite(loss):
+            raise RuntimeError(f"{self.out_dir}: non-finite segmentation loss {float(loss)} at epoch {self.epoch + 1}")
 
 
 def _rng_state(loader_generator: torch.Generator, device: torch.device) -> dict[str, Any]:
@@ -141,6 +170,7 @@ def train_segmentation(cfg: SegConfig, *, resume: bool = False, show_progress: b
         raise ConfigError(f"SegConfig.batch_size {cfg.batch_size} exceeds the {len(train_set)} training images")
     optimizer = _make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, len(loader))  # reads epochs, warmup_epochs, min_lr_ratio
+    loss_fn = _segmentation_loss(model)
 
     log_path = out_dir / "log.jsonl"
     record: dict[str, Any] = {}
@@ -168,24 +198,11 @@ def train_segmentation(cfg: SegConfig, *, resume: bool = False, show_progress: b
         train_data.set_epoch(epoch)
         epoch_started = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
+        check = _SegmentationCheck(out_dir=out_dir, epoch=epoch, device=device)
         for batch in tqdm(loader, desc=f"segmentation epoch {epoch + 1}/{cfg.epochs}", leave=False,
                           disable=not show_progress, mininterval=2.0):
-            images = batch["image"].to(device, non_blocking=True)
-            targets = batch["mask"].to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = model(images)
-            # Mean over valid pixels; a batch whose pixels are all ignored gives 0, not NaN.
-            valid = (targets != IGNORE_INDEX).sum().clamp_min(1)
-            loss = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="sum") / valid
-            if device.type != "cuda" and not torch.isfinite(loss):  # on a GPU: checked per epoch, no sync
-                raise RuntimeError(f"{out_dir}: non-finite segmentation loss {float(loss)} at epoch {epoch + 1}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.detach()
+            loss_sum += train_step(model, optimizer, scheduler, batch, loss_fn, amp_dtype=amp_dtype,
+                                   grad_clip=cfg.grad_clip, check=check)
         if not math.isfinite(float(loss_sum)):
             raise RuntimeError(f"{out_dir}: non-finite segmentation loss in epoch {epoch + 1}")
         val_loss, cm = evaluate_segmentation(model, val_loader, amp_dtype=amp_dtype)
