@@ -14,7 +14,7 @@ from typing import Any, Literal, Sequence, TypeVar
 
 from .io import read_json, write_json
 
-__all__ = ["ConfigError", "ConfigBase", "ModelConfig", "TrainConfig", "parse_overrides"]
+__all__ = ["ConfigError", "ConfigBase", "ModelConfig", "DataConfig", "RunConfig", "TrainConfig", "parse_overrides"]
 
 C = TypeVar("C", bound="ConfigBase")
 
@@ -173,19 +173,17 @@ class ModelConfig(ConfigBase):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class TrainConfig(ConfigBase):
-    """One training run: data, model, optimisation. Flat, so it is a papermill parameters cell."""
+class DataConfig(ConfigBase):
+    """The data of a run, as TrainConfig and SegConfig share it (what `run_data.open_split` reads)."""
 
-    # data
     dataset: str = "shapes"              # shapes | regions | voc | coco | ade20k | dfc2020 | endotect
     data_root: str = ""                  # "" = $KYAM_DATA_ROOT, else <repo>/data
     train_split: str = "train"
     val_split: str = "val"
     image_size: tuple[int, int] = (64, 64)
-    max_train_images: int = 0            # 0 = all; >0 takes a fixed seeded subset (quick presets)
+    max_train_images: int = 0            # 0 = all; >0 takes a fixed seeded subset (data.seeded_subset)
     max_val_images: int = 0
     augment: bool = True                 # random resized crop + flip on the training split
-    cache_items: bool = False            # keep decoded items in memory (augment=False only): small sets on CPU
     num_workers: int = 0                 # DataLoader workers; -1 = from the CPU count (kyam_lib.protocol)
     persistent_workers: bool = False     # keep the workers between epochs (num_workers > 0)
     # loader options (each applies to its dataset only; kyam_lib.protocol.dataset_options)
@@ -196,6 +194,37 @@ class TrainConfig(ConfigBase):
     split_seed: int = 0                  # endotect / voc official_random: seed of the random split
     train_fraction: float = 0.7          # endotect / voc official_random: share of images in train
     voc_split_mode: Literal["standard", "official_random"] = "standard"  # voc: the ImageSets lists or 70/30
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunConfig(DataConfig):
+    """A run's data (DataConfig), optimisation and bookkeeping: the fields TrainConfig and SegConfig share."""
+
+    # optimisation
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 5e-4
+    weight_decay: float = 0.05
+    warmup_epochs: float = 2.0
+    min_lr_ratio: float = 0.01
+    grad_clip: float = 1.0               # 0 = off
+    amp: Literal["auto", "bf16", "off"] = "auto"  # auto = bf16 on CUDA, off on CPU
+    device: str = "auto"
+    # bookkeeping
+    seed: int = 0
+    out_dir: str = "runs/default"
+    keep_checkpoints: int = 2            # resumable epoch checkpoints kept (the newest ones)
+    checkpoint_every: int = 1            # epochs between resumable checkpoints (the last epoch always has one)
+    deterministic: bool = True           # False: fused attention kernels, cuDNN autotuning (not bitwise repeatable)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TrainConfig(RunConfig):
+    """One training run: the shared RunConfig fields (data, optimisation, bookkeeping) and the classifier's
+    own. Flat, so it is a papermill parameters cell."""
+
+    # data
+    cache_items: bool = False            # keep decoded items in memory (augment=False only): small sets on CPU
     # model
     model_size: Literal["tiny", "small", "base"] = "small"
     num_heads: int = 0                   # 0 = the model size's (base: 16, the paper's); 12 for timm ViT-B weights
@@ -212,24 +241,10 @@ class TrainConfig(ConfigBase):
     l0_warmup_epochs: float = 0.0        # gates held open and lambda 0 for these epochs (0 = the paper: from the start)
     gate_ramp_epochs: float = 0.0        # after the warm-up, gate lr and lambda rise linearly to full over these epochs
     # optimisation
-    epochs: int = 20
-    batch_size: int = 64
-    lr: float = 5e-4
     gate_lr_ratio: float = 1.0           # lr of the gates' log alpha = this x lr, on the same schedule (METHOD.md)
-    weight_decay: float = 0.05
-    warmup_epochs: float = 2.0
-    min_lr_ratio: float = 0.01
-    grad_clip: float = 1.0               # 0 = off
-    amp: Literal["auto", "bf16", "off"] = "auto"  # auto = bf16 on CUDA, off on CPU
-    device: str = "auto"
     # bookkeeping
-    seed: int = 0
-    out_dir: str = "runs/default"
-    keep_checkpoints: int = 2            # resumable epoch checkpoints kept (the newest ones)
-    checkpoint_every: int = 1            # epochs between resumable checkpoints (the last epoch always has one)
     snapshot_every: int = 0              # epochs between weights-only snapshots/epoch_NNNN kept for good; 0 = none
     finite_check_every: int = 1          # steps between non-finite loss checks (each one waits for the GPU)
-    deterministic: bool = True           # False: fused attention kernels, cuDNN autotuning (not bitwise repeatable)
     # CPU threads of this run's ops; 0 = torch's default. It changes the weights (reduction order),
     # so it is part of the run, and runs with 1 thread can train side by side (experiments.run_table).
     cpu_threads: int = 0

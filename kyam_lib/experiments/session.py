@@ -10,7 +10,7 @@ import pandas as pd
 from ..config import TrainConfig
 from ..io import read_json, write_json
 from ..presets import preset_overrides, run_family, seg_preset_overrides
-from ..segmentation import GROUND_TRUTH, SegConfig, train_segmentation
+from ..segmentation import GROUND_TRUTH, INHERITED_DATA_FIELDS, SegConfig, train_segmentation
 from .report import save_figure, save_table, write_notebook_metrics
 from .runs import _candidate_dirs, _dataset_of, _record_placement, _resolve_data_root, _same_config, evaluate_variant, run_table, run_variant, train_runs
 from .variants import EVAL_MAX_IMAGES, SYNTHETIC_DATASETS, RunSpec, compared_runs
@@ -44,9 +44,9 @@ def segmentation_config(preset: str, supervision: str, *, seed: int = 0, dataset
                                train_split=cfg.train_split)
     masked_images = summary["splits"][cfg.train_split]["images"]
     split_size = len(_dataset_of(cfg, cfg.train_split))
-    shared = {name: getattr(cfg, name) for name in (
-        "dataset", "data_root", "train_split", "val_split", "image_size", "max_val_images", "num_workers",
-        "model_size", "patch_size", "pretrained", "amp", "device", "seed", "deterministic")}
+    # The run's data (the images below), its ViT's size, patch and initialisation, placement and seed.
+    shared = {name: getattr(cfg, name) for name in (*INHERITED_DATA_FIELDS, "model_size", "patch_size", "pretrained",
+                                                    "amp", "device", "seed", "deterministic")}
     masks = str(run_dir / eval_name / "pseudo_masks" / cfg.train_split) if supervision == "pseudo" else GROUND_TRUTH
     out_dir = Path(runs_dir) / run_family(preset) / dataset / f"seg_{supervision}_seed{seed}"
     return SegConfig(**{**shared, **settings}, masks=masks,

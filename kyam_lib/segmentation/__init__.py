@@ -11,7 +11,8 @@ the `paper` preset's segmenter. Modules: config, models, data, training (checkpo
 resume), predict (masks at image size; the VOC server layout), cli (`python -m kyam_lib.segmentation`).
 """
 from .cli import config_from_args, inherit_from_run, main
-from .config import ARCHITECTURES, GROUND_TRUTH, PRESET_SEGMENTERS, SegConfig, SegModelConfig, seg_model_config_for
+from .config import (ARCHITECTURES, GROUND_TRUTH, INHERITED_DATA_FIELDS, PRESET_SEGMENTERS, SegConfig, SegModelConfig,
+                     seg_model_config_for)
 from .data import PseudoMaskDataset, build_seg_datasets, mask_class_names
 from .models import (DeepLabSegmenter, SegmentationViT, build_seg_model, init_backbone_from_timm,
                      init_deeplab_backbone, load_segmentation_model, save_segmentation_model)
@@ -19,7 +20,8 @@ from .predict import VOC_SERVER_DIR, predict_masks
 from .training import compare_pseudo_vs_full, evaluate_segmentation, train_segmentation
 
 __all__ = [
-    "ARCHITECTURES", "GROUND_TRUTH", "PRESET_SEGMENTERS", "SegConfig", "SegModelConfig", "seg_model_config_for",
+    "ARCHITECTURES", "GROUND_TRUTH", "INHERITED_DATA_FIELDS", "PRESET_SEGMENTERS", "SegConfig", "SegModelConfig",
+    "seg_model_config_for",
     "SegmentationViT", "DeepLabSegmenter", "build_seg_model", "init_backbone_from_timm", "init_deeplab_backbone",
     "PseudoMaskDataset", "build_seg_datasets", "mask_class_names", "evaluate_segmentation", "train_segmentation",
     "save_segmentation_model", "load_segmentation_model", "compare_pseudo_vs_full", "predict_masks",

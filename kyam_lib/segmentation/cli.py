@@ -21,16 +21,14 @@ from ..checkpoint import CheckpointError
 from ..config import ConfigError, TrainConfig, parse_overrides
 from ..data import DatasetError
 from ..io import read_json
-from .config import GROUND_TRUTH, PRESET_SEGMENTERS, SegConfig
+from .config import GROUND_TRUTH, INHERITED_DATA_FIELDS, PRESET_SEGMENTERS, SegConfig
 from .predict import predict_masks
 from .training import train_segmentation
 
 __all__ = ["INHERITED_FIELDS", "inherit_from_run", "config_from_args", "main"]
 
 # What a segmentation run takes over from the classifier run whose pseudo-masks it trains on.
-INHERITED_FIELDS = ("dataset", "data_root", "train_split", "val_split", "image_size", "patch_size", "model_size",
-                    "coco_year", "ade20k_other_as_class", "dfc2020_use_s1", "endotect_subset", "split_seed",
-                    "train_fraction", "voc_split_mode", "max_val_images", "seed", "num_workers", "persistent_workers")
+INHERITED_FIELDS = (*INHERITED_DATA_FIELDS, "patch_size", "model_size", "seed")
 
 
 def inherit_from_run(run_dir: str | Path) -> dict[str, Any]:

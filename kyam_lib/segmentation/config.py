@@ -4,10 +4,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from ..config import ConfigBase, ConfigError
+from ..config import ConfigBase, ConfigError, DataConfig, RunConfig
 from ..method.model import MODEL_SIZES
 
-__all__ = ["GROUND_TRUTH", "ARCHITECTURES", "PRESET_SEGMENTERS", "SegConfig", "SegModelConfig",
+__all__ = ["GROUND_TRUTH", "ARCHITECTURES", "PRESET_SEGMENTERS", "INHERITED_DATA_FIELDS", "SegConfig", "SegModelConfig",
            "seg_model_config_for"]
 
 GROUND_TRUTH = "ground_truth"
@@ -16,32 +16,24 @@ ARCHITECTURES: tuple[str, ...] = ("vit", "deeplabv3_resnet50", "deeplabv3_resnet
 # The segmenter each training preset pairs with: the small ViT decoder on the embedded data (it
 # trains in minutes on 2 CPU cores), DeepLabV3-ResNet101 for the paper's protocol on real data.
 PRESET_SEGMENTERS: dict[str, str] = {"smoke": "vit", "quick": "vit", "full": "vit", "paper": "deeplabv3_resnet101"}
+# The data a segmentation run takes over from the classifier run whose pseudo-masks it trains on:
+# every DataConfig field but which training images it draws and their augmentation (its own).
+INHERITED_DATA_FIELDS: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(DataConfig)
+                                               if field.name not in ("max_train_images", "augment"))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class SegConfig(ConfigBase):
-    """One segmentation run. Flat, so it is a papermill parameters cell."""
+class SegConfig(RunConfig):
+    """One segmentation run: the shared RunConfig fields (data, optimisation, bookkeeping) and the
+    segmenter's own. Flat, so it is a papermill parameters cell.
+
+    The data fields are those of the classifier run the pseudo-masks come from: train_split is the
+    split they were made for; val is always scored against ground truth; augment (random resized
+    crop + flip) is applied to image and mask together.
+    """
 
     # data
-    dataset: str = "shapes"              # any kyam dataset name
-    data_root: str = ""                  # "" = $KYAM_DATA_ROOT, else <repo>/data
-    train_split: str = "train"           # the split the pseudo-masks were made for
-    val_split: str = "val"               # always scored against ground truth
-    image_size: tuple[int, int] = (64, 64)
     masks: str = GROUND_TRUTH            # "ground_truth", or a folder of <id>.png pseudo-masks
-    max_train_images: int = 0            # 0 = all; >0 takes a fixed seeded subset (as kyam_lib.train)
-    max_val_images: int = 0
-    augment: bool = True                 # random resized crop + flip, applied to image and mask together
-    num_workers: int = 0                 # -1 = from the CPU count
-    persistent_workers: bool = False
-    # loader options, as TrainConfig's (kyam_lib.protocol.dataset_options)
-    coco_year: int = 2014
-    ade20k_other_as_class: bool = True
-    dfc2020_use_s1: bool = False
-    endotect_subset: Literal["all", "lower-gi"] = "all"
-    split_seed: int = 0
-    train_fraction: float = 0.7
-    voc_split_mode: Literal["standard", "official_random"] = "standard"
     # model
     architecture: Architecture = "vit"  # vit: timm ViT + light decoder; deeplabv3_*: torchvision DeepLabV3
     model_size: Literal["tiny", "small", "base"] = "small"   # vit only
@@ -51,24 +43,11 @@ class SegConfig(ConfigBase):
     # vit: timm model name or local weight file. deeplab: a torchvision ResNet weights name
     # ("IMAGENET1K_V2", needs the hub) or a local ResNet state-dict file (.pth / .safetensors).
     pretrained: str = ""
-    # optimisation
-    # From scratch on the 64 px shapes data, lr 1e-3 collapsed to all-background; 5e-4 with 2
-    # warm-up epochs leaves that plateau after about 15 epochs.
+    # optimisation: RunConfig's lr 5e-4 and 2 warm-up epochs. From scratch on the 64 px shapes data,
+    # lr 1e-3 collapsed to all-background; 5e-4 leaves that plateau after about 15 epochs.
     epochs: int = 30
-    batch_size: int = 64
-    lr: float = 5e-4
-    weight_decay: float = 0.05
-    warmup_epochs: float = 2.0
-    min_lr_ratio: float = 0.01
-    grad_clip: float = 1.0               # 0 = off
-    amp: Literal["auto", "bf16", "off"] = "auto"  # auto = bf16 on CUDA, off on CPU
-    device: str = "auto"
     # bookkeeping
-    seed: int = 0
     out_dir: str = "runs/segmentation"
-    keep_checkpoints: int = 2            # resumable checkpoints/epoch_NNNN kept (the newest)
-    checkpoint_every: int = 1            # epochs between them (the last epoch always has one)
-    deterministic: bool = True
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
