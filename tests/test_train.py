@@ -1,4 +1,5 @@
-"""The training loop on CPU: the loss falls, the CLI writes a complete run, same seed → same metrics."""
+"""The training loop on CPU: the loss falls, the CLI writes a complete run, same seed → same metrics; one train_step."""
+import contextlib
 import json
 import os
 import subprocess
@@ -13,8 +14,12 @@ from torch.utils.data import DataLoader
 from kyam_lib.checkpoint import load_checkpoint
 from kyam_lib.config import ConfigError, TrainConfig
 from kyam_lib.method.model import KyamViT
-from kyam_lib.train import (build_datasets, evaluate_classifier, l0_weight_at, make_optimizer, make_scheduler,
-                             model_config_for, train)
+from benchmarks import bench
+from kyam_lib import train as train_module
+from kyam_lib.segmentation import SegConfig, train_segmentation
+from kyam_lib.segmentation import training as seg_training
+from kyam_lib.train import (build_datasets, classifier_loss, evaluate_classifier, l0_weight_at, make_optimizer,
+                             make_scheduler, model_config_for, train)
 from train_helpers import log_records, smoke_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -160,3 +165,41 @@ def test_cached_items_train_the_same_weights(data_root, tmp_path):
     assert all(torch.equal(runs[False][k], runs[True][k]) for k in runs[False])
     with pytest.raises(ConfigError, match="cache_items needs augment=false"):
         smoke_config(data_root, tmp_path / "x", augment=True, cache_items=True)
+
+
+def test_the_loop_the_segmentation_and_the_benchmark_step_through_one_train_step(data_root, tmp_path, monkeypatch):
+    assert bench.train_step is train_module.train_step and seg_training.train_step is train_module.train_step
+    stepped, real_step = [], train_module.train_step
+
+    def counting_step(model, *args, **kwargs):
+        stepped.append(type(model).__name__)
+        return real_step(model, *args, **kwargs)
+
+    for module in (train_module, seg_training, bench):
+        monkeypatch.setattr(module, "train_step", counting_step)
+    train(smoke_config(data_root, tmp_path / "run", epochs=1, max_train_images=32), show_progress=False)
+    assert stepped == ["KyamViT"] * 2  # 32 images, batch 16
+    train_segmentation(SegConfig(data_root=str(data_root), image_size=(32, 32), model_size="tiny", epochs=1,
+                                 batch_size=8, max_train_images=16, max_val_images=8, device="cpu",
+                                 out_dir=str(tmp_path / "seg")), show_progress=False)
+    assert stepped[2:] == ["SegmentationViT"] * 2
+    case = bench.SMOKE.small
+    bench.compare_train_steps(case)
+    assert stepped[4:] == ["KyamViT"] * (case.warmup + case.repeats)  # the plain ViT is the reference, not stepped
+
+
+def test_classifier_loss_holds_the_gates_open_and_lambda_at_zero_during_the_warm_up():
+    cfg = TrainConfig(model_size="tiny", image_size=(32, 32), l0_warmup_epochs=1.0, gate_ramp_epochs=2.0, l0_weight=0.5)
+    torch.manual_seed(0)
+    model = KyamViT(model_config_for(cfg, num_classes=4, in_channels=3, multi_label=True)).train()
+    batch = {"image": torch.randn(2, 3, 32, 32), "labels": torch.tensor([[1.0, 0, 0, 1], [0, 1, 0, 0]]),
+             "index": torch.arange(2)}
+    noise = []
+    model.register_forward_pre_hook(lambda module, args, kwargs: noise.append(kwargs["gate_noise"]), with_kwargs=True)
+    for epochs_done, weight in ((0.5, 0.0), (2.0, 0.25), (3.5, 0.5)):
+        loss_fn = classifier_loss(model, cfg, epoch=int(epochs_done), epochs_done=epochs_done,
+                                  gate_generator=torch.Generator().manual_seed(1))
+        loss, parts = loss_fn(batch, contextlib.nullcontext)
+        assert torch.equal(parts[0], loss.detach().double())
+        torch.testing.assert_close(parts[0], parts[1] + weight * parts[2])
+        assert torch.equal(noise[-1], torch.ones(model.config.depth, model.config.num_heads)) == (weight == 0.0)
