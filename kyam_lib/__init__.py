@@ -9,7 +9,8 @@ Where each of the paper's ideas lives:
     pseudo-masks                       kyam_lib.method.pseudo_masks
     metrics (mIoU, accuracy, mAP)      kyam_lib.method.metrics
 
-Around it: `train` (the training loop), `evaluate` (pseudo-masks over whole splits), `segmentation`
-(the downstream model), `data` (datasets), `experiments` (the comparisons the notebooks run and
-report) and `apps` (the attention browser). The benchmark harness is `benchmarks/`, outside the package.
+Around it: `train` (`train_step`, the one optimisation step, and the training loop), `run_data`
+(`open_split`, the one way a run's dataset is opened), `evaluate` (pseudo-masks over whole splits),
+`segmentation` (the downstream model), `data` (datasets), `experiments` (the comparisons the
+notebooks run and report) and `apps` (the attention browser). The benchmark harness is `benchmarks/`, outside the package.
 """
