@@ -1,4 +1,5 @@
 """The kyam ViT: token layout, head gates, the two attention paths, shapes, plain-ViT equivalence."""
+import dataclasses
 import math
 
 import pytest
@@ -7,7 +8,7 @@ import torch
 
 from kyam_lib.config import ModelConfig
 from kyam_lib.method.gates import HeadGate
-from kyam_lib.method.model import GatedAttention, KyamViT, TokenLayout
+from kyam_lib.method.model import GatedAttention, KyamViT, ModelSize, TokenLayout, model_size
 from kyam_lib.pretrained import init_from_timm
 
 
@@ -217,3 +218,12 @@ def test_losses():
     single = KyamViT(tiny(multi_label=False))
     one_hot = torch.tensor([[0.0, 0, 0, 1, 0]])
     torch.testing.assert_close(single.loss(out, one_hot), torch.nn.functional.cross_entropy(logits, torch.tensor([3])))
+
+
+def test_model_sizes_are_named_configs():
+    assert model_size("tiny") == ModelSize(embed_dim=64, depth=4, num_heads=4)
+    assert model_size("base") == ModelSize(embed_dim=768, depth=12, num_heads=16)  # the paper's ViT-B
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        model_size("small").depth = 3
+    with pytest.raises(ValueError, match="unknown model size 'huge'; known sizes: tiny, small, base"):
+        model_size("huge")

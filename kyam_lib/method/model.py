@@ -17,14 +17,32 @@ from .class_maps import gated_head_mean
 from .gates import AlwaysOpen, HeadGate
 from .masking import mask_absent_class_tokens
 
-__all__ = ["TokenLayout", "GatedAttention", "Block", "KyamOutput", "KyamViT", "MODEL_SIZES"]
+__all__ = ["ModelSize", "MODEL_SIZES", "model_size", "TokenLayout", "GatedAttention", "Block", "KyamOutput",
+           "KyamViT"]
 
-# (embed_dim, depth, num_heads). "base" is the paper's ViT-B; the others train on 2 CPU cores.
-MODEL_SIZES: dict[str, tuple[int, int, int]] = {
-    "tiny": (64, 4, 4),
-    "small": (128, 6, 4),
-    "base": (768, 12, 16),
+
+@dataclasses.dataclass(frozen=True)
+class ModelSize:
+    """The width, depth and head count that a size name stands for (as timm names its ViTs)."""
+
+    embed_dim: int
+    depth: int
+    num_heads: int
+
+
+# "base" is the paper's ViT-B; the others train on 2 CPU cores.
+MODEL_SIZES: dict[str, ModelSize] = {
+    "tiny": ModelSize(embed_dim=64, depth=4, num_heads=4),
+    "small": ModelSize(embed_dim=128, depth=6, num_heads=4),
+    "base": ModelSize(embed_dim=768, depth=12, num_heads=16),
 }
+
+
+def model_size(name: str) -> ModelSize:
+    """The ModelSize called `name` ("tiny", "small", "base")."""
+    if name not in MODEL_SIZES:
+        raise ValueError(f"unknown model size {name!r}; known sizes: {', '.join(MODEL_SIZES)}")
+    return MODEL_SIZES[name]
 
 
 @dataclasses.dataclass(frozen=True)
