@@ -27,8 +27,8 @@ from ..data import build_dataset, default_data_root, ensure_dataset
 from ..data.summary import cooccurrence, dataset_summary
 from ..evaluate import EvalConfig, class_maps_for, evaluate_run, parse_blocks
 from ..io import read_json, write_json
+from ..masks_io import load_mask_png
 from ..method.model import model_size
-from ..method.pseudo_masks import load_mask_png
 from ..parallel import map_in_processes, parallel_jobs
 from ..presets import preset_overrides, run_family, variant_preset_overrides
 from ..protocol import PLACEMENT_FIELDS, computed_fields, dataset_options, resolve_train_split

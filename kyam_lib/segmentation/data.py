@@ -15,7 +15,7 @@ from torchvision import tv_tensors
 from ..data import (IGNORE_INDEX, seeded_subset, DatasetError, DatasetNotFoundError, KyamDataset, build_dataset, default_data_root,
                     ensure_dataset)
 from ..protocol import dataset_options
-from ..method.pseudo_masks import load_mask_png
+from ..masks_io import load_mask_png
 from ..train import dataset_info
 from .config import GROUND_TRUTH, SegConfig
 

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from ..data import KyamDataset, build_dataset
 from ..data.palette import palette
 from ..protocol import dataset_options
-from ..method.pseudo_masks import save_pseudo_mask
+from ..masks_io import save_pseudo_mask
 from ..train import resolve_device
 from .config import SegConfig
 from .data import seg_dataset_root
