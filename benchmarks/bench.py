@@ -43,7 +43,7 @@ from kyam_lib.method.class_maps import class_maps
 from kyam_lib.config import TrainConfig
 from kyam_lib.io import atomic_write, read_json, write_json
 from .loader_bench import loader_markdown, loader_record
-from kyam_lib.method.model import MODEL_SIZES, KyamViT
+from kyam_lib.method.model import KyamViT, model_size
 from kyam_lib.method.pseudo_masks import masks_without_background
 from .reference import nearest_label_fill_bfs
 from kyam_lib.runtime import attention_kernels
@@ -225,10 +225,10 @@ def _top_ops(step: Callable[[], None], device: torch.device, *, steps: int = 1, 
 # -- 1. train step ----------------------------------------------------------------------------
 def _plain_vit(case: TrainStepCase, num_tokens: int) -> VisionTransformer:
     """timm ViT of the same size whose [CLS] + register tokens make up kyam's class tokens and [REG]."""
-    embed_dim, depth, num_heads = MODEL_SIZES[case.model_size]
+    size = model_size(case.model_size)
     grid = (case.image_size[0] // case.patch_size) * (case.image_size[1] // case.patch_size)
     return VisionTransformer(img_size=case.image_size, patch_size=case.patch_size, num_classes=case.num_classes,
-                             embed_dim=embed_dim, depth=depth, num_heads=num_heads, class_token=True,
+                             embed_dim=size.embed_dim, depth=size.depth, num_heads=size.num_heads, class_token=True,
                              reg_tokens=num_tokens - grid - 1)
 
 
@@ -409,7 +409,7 @@ def _memory_child(spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def _measure_variant(variant: str, case: MemoryCase) -> dict[str, Any]:
     """Peak memory of one class-map extraction above the baseline after the model is built and warmed up."""
     torch.manual_seed(0)
-    embed_dim, depth, num_heads = MODEL_SIZES[case.model_size]
+    size = model_size(case.model_size)
     grid = (case.image_size[0] // case.patch_size, case.image_size[1] // case.patch_size)
     images = torch.randn(1, 3, *case.image_size)
     if variant in ("kyam_gated_mean", "kyam_all_heads"):
@@ -424,7 +424,7 @@ def _measure_variant(variant: str, case: MemoryCase) -> dict[str, Any]:
                 return class_maps(out.class_attention, gates, grid_size=out.grid_size, image_size=case.image_size)
     elif variant == "hook_recorder":
         model = VisionTransformer(img_size=case.image_size, patch_size=case.patch_size, num_classes=case.num_classes,
-                                  embed_dim=embed_dim, depth=depth, num_heads=num_heads, class_token=True,
+                                  embed_dim=size.embed_dim, depth=size.depth, num_heads=size.num_heads, class_token=True,
                                   reg_tokens=case.num_classes).eval()
         recorded: list[Tensor] = []
         for block in model.blocks:
@@ -485,7 +485,7 @@ def measure_class_map_memory(case: MemoryCase, *, threads: int, fresh_process_ea
         results.update(json.loads(lines[-1]))
     # One page is the resolution of the resident-set figures: a smaller reference peak reads as one page.
     reference = {**results["hook_recorder"], "rss_peak_bytes": max(results["hook_recorder"]["rss_peak_bytes"], 4096)}
-    embed_dim, depth, num_heads = MODEL_SIZES[case.model_size]
+    size = model_size(case.model_size)
     patches = (case.image_size[0] // case.patch_size) * (case.image_size[1] // case.patch_size)
     tokens = case.num_classes + patches + 1
     allocator = [results[v]["allocator_peak_bytes"] for v in ("kyam_gated_mean", "kyam_all_heads", "hook_recorder")]
@@ -497,9 +497,9 @@ def measure_class_map_memory(case: MemoryCase, *, threads: int, fresh_process_ea
         "variants": results,
         "num_tokens": tokens,
         # What each output holds (float32 bytes), to tell what dominates the peaks.
-        "bytes_full_attention": 4 * depth * num_heads * tokens * tokens,
-        "bytes_class_rows_all_heads": 4 * depth * num_heads * case.num_classes * patches,
-        "bytes_class_rows_gated_mean": 4 * depth * case.num_classes * patches,
+        "bytes_full_attention": 4 * size.depth * size.num_heads * tokens * tokens,
+        "bytes_class_rows_all_heads": 4 * size.depth * size.num_heads * case.num_classes * patches,
+        "bytes_class_rows_gated_mean": 4 * size.depth * case.num_classes * patches,
         "bytes_class_maps": 4 * case.num_classes * case.image_size[0] * case.image_size[1],
     }
 

@@ -18,8 +18,9 @@ from kyam_lib.crf import CRFParams, crf_masks
 from kyam_lib.data.palette import palette
 from kyam_lib.interop import MapFormat, write_class_maps
 from kyam_lib.method.metrics import ConfusionMatrix
+from kyam_lib.masks_io import save_pseudo_mask
 from kyam_lib.method.pseudo_masks import (background_scores, masks_mean_threshold_background, masks_with_background,
-                                   masks_without_background, save_pseudo_mask, threshold_curve)
+                                   masks_without_background, threshold_curve)
 
 __all__ = ["SplitScorer"]
 

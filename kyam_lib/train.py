@@ -44,7 +44,7 @@ from .config import ConfigError, ModelConfig, TrainConfig, parse_overrides
 from .data import DatasetError
 from .io import append_jsonl, atomic_write, read_json, remove_run_outputs, write_json
 from .method.metrics import classifier_accuracy
-from .method.model import MODEL_SIZES, KyamViT
+from .method.model import KyamViT, model_size
 from .method.gates import l0_penalty, sparsity_rate
 from .presets import preset_overrides
 from .pretrained import init_from_timm
@@ -65,10 +65,10 @@ class TrainingError(RuntimeError):
 
 
 def model_config_for(cfg: TrainConfig, *, num_classes: int, in_channels: int, multi_label: bool) -> ModelConfig:
-    embed_dim, depth, num_heads = MODEL_SIZES[cfg.model_size]
-    num_heads = cfg.num_heads or num_heads
+    size = model_size(cfg.model_size)
     return ModelConfig(num_classes=num_classes, in_channels=in_channels, image_size=cfg.image_size,
-                       patch_size=cfg.patch_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
+                       patch_size=cfg.patch_size, embed_dim=size.embed_dim, depth=size.depth,
+                       num_heads=cfg.num_heads or size.num_heads,
                        drop_path_rate=cfg.drop_path_rate, classifier=cfg.classifier,
                        use_reg_token=cfg.use_reg_token, use_head_gates=cfg.use_head_gates,
                        mask_rate=cfg.mask_rate, multi_label=multi_label)

@@ -14,7 +14,7 @@ import torch
 from kyam_lib.crf import CRFParams, crf_available, crf_masks, dense_crf
 from kyam_lib.experiments.crf_report import crf_comparison
 from kyam_lib.evaluate import EvalConfig, evaluate_run
-from kyam_lib.method.pseudo_masks import load_mask_png
+from kyam_lib.masks_io import load_mask_png
 from wsss_fixtures import VOC_ODD_ITEMS, train_tiny_voc_run, write_voc_odd
 
 needs_crf = pytest.mark.skipif(not crf_available(), reason='pydensecrf2 is not installed (pip install -e ".[crf]")')

@@ -12,7 +12,7 @@ import pytest
 from kyam_lib.config import ConfigError, TrainConfig
 from kyam_lib.evaluate import EvalConfig, class_sources, evaluate_run
 from kyam_lib.presets import preset_overrides
-from kyam_lib.method.pseudo_masks import load_mask_png
+from kyam_lib.masks_io import load_mask_png
 from kyam_lib.train import build_datasets, train
 
 

@@ -14,7 +14,7 @@ from kyam_lib.data import build_dataset
 from kyam_lib.evaluate import EvalConfig, evaluate_run, main as evaluate_main
 from kyam_lib.interop import (MapFileError, load_dict_npy, read_class_maps, read_cls_labels, write_class_maps,
                               write_cls_labels)
-from kyam_lib.method.pseudo_masks import load_mask_png
+from kyam_lib.masks_io import load_mask_png
 from kyam_lib.score import ScoreConfig, cls_labels_of, score_maps
 from wsss_fixtures import VOC_ODD_ITEMS, VOC_ODD_SPLITS, train_tiny_voc_run, write_voc_odd
 

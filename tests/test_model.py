@@ -1,13 +1,13 @@
-"""The kyam ViT: token layout, head gates, the two attention paths, shapes, plain-ViT equivalence."""
-import math
+"""The kyam ViT: model sizes, token layout, the two attention paths, shapes, plain-ViT equivalence,
+the classifier heads and their initialisation."""
+import dataclasses
 
 import pytest
 import timm
 import torch
 
 from kyam_lib.config import ModelConfig
-from kyam_lib.method.gates import HeadGate
-from kyam_lib.method.model import GatedAttention, KyamViT, TokenLayout
+from kyam_lib.method.model import GatedAttention, KyamViT, ModelSize, TokenLayout, model_size
 from kyam_lib.pretrained import init_from_timm
 
 
@@ -22,42 +22,6 @@ def test_token_layout():
     assert layout.class_tokens == slice(0, 3)
     assert layout.patches == slice(3, 13)
     assert layout.length == 14
-
-
-def test_gate_evaluation_is_deterministic_and_hard():
-    gate = HeadGate(4)
-    with torch.no_grad():
-        gate.log_alpha.copy_(torch.tensor([2.0, -2.0, 0.1, -0.1]))
-    gate.eval()
-    # u = 1/2: soft = clamp(sigmoid(log_alpha / beta) * 1.2 - 0.1); open iff soft > 0.5 iff log_alpha > 0
-    assert torch.equal(gate(), torch.tensor([1.0, 0.0, 1.0, 0.0]))
-    assert torch.equal(gate(), gate())
-
-
-def test_gate_training_matches_hand_computed_values_and_passes_gradient():
-    gate = HeadGate(3).train()
-    with torch.no_grad():
-        gate.log_alpha.fill_(0.3)
-    noise = torch.tensor([0.7, 0.2, 0.45])
-    values = gate(noise)
-    assert torch.equal(values.detach(), torch.tensor([1.0, 0.0, 1.0]))
-    values.sum().backward()
-    # Head 3 is not clamped: d soft / d log_alpha = (zeta - gamma) * s (1 - s) / beta
-    s = 1 / (1 + math.exp(-(0.3 + math.log(0.45 / 0.55)) / 0.33))
-    expected = 1.2 * s * (1 - s) / 0.33
-    assert gate.log_alpha.grad[2].item() == pytest.approx(expected, rel=1e-5)
-    # Heads 1 and 2 are clamped to 1 and 0, so no gradient reaches them through the gate itself.
-    assert gate.log_alpha.grad[:2].abs().sum().item() == 0.0
-
-
-def test_gate_training_is_noisy_and_open_about_half_the_time_at_zero():
-    torch.manual_seed(0)
-    gate = HeadGate(1000).train()
-    with torch.no_grad():
-        gate.log_alpha.zero_()
-    values = gate()
-    assert set(values.detach().unique().tolist()) <= {0.0, 1.0}
-    assert 0.4 < values.mean().item() < 0.6
 
 
 def test_gradient_reaches_log_alpha_through_the_model():
@@ -217,3 +181,103 @@ def test_losses():
     single = KyamViT(tiny(multi_label=False))
     one_hot = torch.tensor([[0.0, 0, 0, 1, 0]])
     torch.testing.assert_close(single.loss(out, one_hot), torch.nn.functional.cross_entropy(logits, torch.tensor([3])))
+
+
+def test_model_sizes_are_named_configs():
+    assert model_size("tiny") == ModelSize(embed_dim=64, depth=4, num_heads=4)
+    assert model_size("base") == ModelSize(embed_dim=768, depth=12, num_heads=16)  # the paper's ViT-B
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        model_size("small").depth = 3
+    with pytest.raises(ValueError, match="unknown model size 'huge'; known sizes: tiny, small, base"):
+        model_size("huge")
+
+
+# ---- the classifier heads: state_dict keys, initialisation and logits stay what checkpoints hold ----
+CLASSIFIERS = ("class_tokens", "token_mean", "cam")
+
+
+def baseline_config(classifier: str, **overrides) -> ModelConfig:
+    values = dict(classifier=classifier, use_reg_token=classifier == "class_tokens",
+                  use_head_gates=classifier == "class_tokens", mask_rate=0.5)
+    values.update(overrides)
+    return tiny(**values)
+
+
+def reference_initialisation(config: ModelConfig, seed: int) -> dict[str, torch.Tensor]:
+    """The weights of `torch.manual_seed(seed); KyamViT(config)`, drawn part by part in the model's order:
+    construction (patch embedding; per block its gate, qkv, proj, fc1, fc2; the head), then the token
+    and position parameters, then every Linear weight again (truncated normal) with zero biases."""
+    D, C, H = config.embed_dim, config.num_classes, config.num_heads
+    hidden = int(D * config.mlp_ratio)
+    torch.manual_seed(seed)
+    patch_embed = torch.nn.Conv2d(config.in_channels, D, config.patch_size, stride=config.patch_size)
+    weights = {"patch_embed.proj.weight": patch_embed.weight, "patch_embed.proj.bias": patch_embed.bias}
+    linears = {}
+    for index in range(config.depth):
+        if config.use_head_gates:
+            weights[f"blocks.{index}.head_gate.log_alpha"] = torch.empty(H).uniform_(-config.gate_init_range,
+                                                                                   config.gate_init_range)
+        for name, (fan_in, fan_out) in {"attn.qkv": (D, 3 * D), "attn.proj": (D, D), "mlp.fc1": (D, hidden),
+                                        "mlp.fc2": (hidden, D)}.items():
+            linears[f"blocks.{index}.{name}"] = torch.nn.Linear(fan_in, fan_out)
+        for norm in ("norm1", "norm2"):
+            weights[f"blocks.{index}.{norm}.weight"], weights[f"blocks.{index}.{norm}.bias"] = torch.ones(D), torch.zeros(D)
+    weights["norm.weight"], weights["norm.bias"] = torch.ones(D), torch.zeros(D)
+    if config.classifier != "token_mean":
+        linears["head"] = torch.nn.Linear(C * D if config.classifier == "class_tokens" else D, C)
+    class_tokens = 1 if config.classifier == "cam" else C
+    grid = config.image_size[0] // config.patch_size * (config.image_size[1] // config.patch_size)
+    for name, rows in (("class_tokens", class_tokens), ("class_pos_embed", class_tokens), ("patch_pos_embed", grid),
+                       ("reg_token", int(config.use_reg_token)), ("reg_pos_embed", int(config.use_reg_token))):
+        weights[name] = timm.layers.trunc_normal_(torch.zeros(1, rows, D), std=0.02)
+    for name, linear in linears.items():
+        weights[f"{name}.weight"] = timm.layers.trunc_normal_(linear.weight.detach().clone(), std=0.02)
+        weights[f"{name}.bias"] = torch.zeros_like(linear.bias)
+    return {name: value.detach() for name, value in weights.items()}
+
+
+@pytest.mark.parametrize("classifier", CLASSIFIERS)
+@pytest.mark.parametrize("seed", [0, 7])
+def test_initialisation_draws_the_rng_in_the_reference_order(classifier, seed):
+    config = baseline_config(classifier)
+    torch.manual_seed(seed)
+    state = KyamViT(config).state_dict()
+    reference = reference_initialisation(config, seed)
+    assert sorted(state) == sorted(reference)
+    assert [name for name in state if not torch.equal(state[name], reference[name])] == []
+
+
+@pytest.mark.parametrize("classifier", CLASSIFIERS)
+def test_head_state_dict_keys_are_those_of_stored_checkpoints(classifier):
+    state = KyamViT(baseline_config(classifier)).state_dict()
+    head = {name: tuple(value.shape) for name, value in state.items() if name.startswith("head")}
+    assert head == {"class_tokens": {"head.weight": (5, 5 * 32), "head.bias": (5,)},
+                    "token_mean": {},
+                    "cam": {"head.weight": (5, 32), "head.bias": (5,)}}[classifier]
+    assert state["class_tokens"].shape == (1, 1 if classifier == "cam" else 5, 32)
+    assert list(state)[-len(head) - 2:] == ["norm.weight", "norm.bias", *head]  # the head is registered last
+
+
+@pytest.mark.parametrize("classifier", CLASSIFIERS)
+def test_logits_are_the_head_formula_on_the_last_block_tokens(classifier):
+    torch.manual_seed(0)
+    model = KyamViT(baseline_config(classifier)).train()
+    images, labels = torch.randn(3, 3, 32, 48), torch.tensor([[1.0, 0, 0, 0, 0], [0, 1, 1, 0, 0], [0, 0, 0, 0, 1]])
+    uniforms, noise = torch.rand(3, 5), torch.rand(3, 4)
+    out = model(images, labels=labels, mask_uniforms=uniforms, gate_noise=noise)
+    grid = model.grid_size((32, 48))
+    layout = model.layout(grid)
+    x, gates, _ = model.run_blocks(model.tokens(images, grid), None, gate_noise=noise)
+    if classifier == "class_tokens":
+        kept = ~((labels == 0) & (uniforms < 0.5))
+        features = (model.norm(x[:, :5]) * kept[..., None]).flatten(1)
+        expected = features @ model.head.weight.T + model.head.bias
+    elif classifier == "token_mean":
+        expected = x[:, :5].mean(-1)
+    else:
+        patch_logits = model.norm(x[:, layout.patches]) @ model.head.weight.T  # (B, P, C), no bias
+        torch.testing.assert_close(out.patch_logits, patch_logits.transpose(1, 2))
+        expected = patch_logits.mean(1) + model.head.bias
+    torch.testing.assert_close(out.logits, expected)
+    assert torch.equal(out.head_gates, gates)
+    assert (out.patch_logits is None) == (classifier != "cam")

@@ -1,12 +1,11 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from kyam_lib.method.metrics import ConfusionMatrix
-from kyam_lib.method.pseudo_masks import (heatmap_overlay, load_mask_png, masks_mean_threshold_background,
-                                   masks_with_background, masks_without_background, nearest_label_fill, overlay,
-                                   paint_ranks, pseudo_masks, save_pseudo_mask, select_classes, threshold_curve)
+from kyam_lib.method.pseudo_masks import (heatmap_overlay, masks_mean_threshold_background, masks_with_background,
+                                   masks_without_background, nearest_label_fill, overlay, paint_ranks, pseudo_masks,
+                                   select_classes, threshold_curve)
 from benchmarks.reference import nearest_label_fill_bfs
 
 
@@ -261,7 +260,7 @@ def test_shape_validation():
         masks_without_background(_strip_maps(), torch.rand(1, 3), SELECTED)
 
 
-# --- files and figures -------------------------------------------------------------------------
+# --- figures -----------------------------------------------------------------------------
 
 def test_default_palette_is_voc():
     mask = np.array([[0, 1, 12, 15, 255]])
@@ -269,41 +268,6 @@ def test_default_palette_is_voc():
     # background black, aeroplane, dog, person; void (255) drawn white
     expected = [[0, 0, 0], [128, 0, 0], [64, 0, 128], [192, 128, 128], [255, 255, 255]]
     assert np.allclose(painted[0], expected)
-
-
-def test_save_and_load_round_trip(tmp_path):
-    mask = torch.randint(0, 21, (13, 17))
-    mask[0, :5] = 255
-    path = tmp_path / "run" / "masks" / "2007_000032.png"
-    save_pseudo_mask(mask, path)
-    with Image.open(path) as image:
-        assert image.mode == "P" and image.size == (17, 13)
-        assert image.getpalette()[3:6] == [128, 0, 0]  # VOC aeroplane by default
-    loaded = load_mask_png(path)
-    assert loaded.dtype == np.uint8 and np.array_equal(loaded, mask.numpy())
-    own = np.array([[10, 20, 30], [40, 50, 60]], dtype=np.uint8)  # an (n, 3) palette
-    save_pseudo_mask(mask.clamp(max=1), path, own)
-    with Image.open(path) as image:
-        assert image.getpalette()[:6] == [10, 20, 30, 40, 50, 60]
-    assert np.array_equal(load_mask_png(path), mask.clamp(max=1).numpy())
-    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left behind
-
-
-def test_save_and_load_errors(tmp_path):
-    with pytest.raises(ValueError, match="0..255"):
-        save_pseudo_mask(np.array([[0, 256]]), tmp_path / "a.png")
-    with pytest.raises(TypeError, match="integer"):
-        save_pseudo_mask(np.zeros((2, 2)), tmp_path / "a.png")
-    with pytest.raises(ValueError, match="\\(H, W\\)"):
-        save_pseudo_mask(np.zeros((2, 2, 3), dtype=np.uint8), tmp_path / "a.png")
-    with pytest.raises(ValueError, match="a.png: palette"):
-        save_pseudo_mask(np.zeros((2, 2), dtype=np.uint8), tmp_path / "a.png", [0, 0])
-    assert not (tmp_path / "a.png").exists()
-    with pytest.raises(FileNotFoundError, match="missing.png"):
-        load_mask_png(tmp_path / "missing.png")
-    Image.new("RGB", (2, 2)).save(tmp_path / "rgb.png")
-    with pytest.raises(ValueError, match="rgb.png: expected a palette"):
-        load_mask_png(tmp_path / "rgb.png")
 
 
 def test_overlays():

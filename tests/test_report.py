@@ -156,6 +156,39 @@ def test_invalid_summaries_name_the_entry(mutate, message):
         report.validate_summary(summary)
 
 
+def result_rows(labels, *, key: str = "label", seeds=(0, 1), **columns) -> pd.DataFrame:
+    """One row per (label, seed), as run tables hold them: metric = 0.1 * (position of label + 1) + 0.01 * seed."""
+    return pd.DataFrame([{key: label, "seed": seed, "dataset": "shapes", "miou": 0.1 * (i + 1) + 0.01 * seed,
+                          "pixel_acc": 0.5, "classifier_acc": 0.9, "sparsity": None, **columns}
+                         for i, label in enumerate(labels) for seed in seeds])
+
+
+def test_summary_blocks_of_the_notebooks_make_a_valid_summary():
+    pseudo = result_rows(["mctformer", "full", "cam"])
+    lambdas = pd.concat([result_rows(["0.1", "0", "0.01", "0.001"]),
+                         result_rows(["0", "0.001", "0.01", "0.1"]).assign(dataset="regions")])
+    ablations = result_rows(reversed(report.ABLATIONS))
+    ratios = result_rows(report.MASK_RATIO_KEYS)
+    segmentation = result_rows(["full_supervision", "pseudo"], key="supervision")
+    summary = {"preset": "smoke", "seeds": [0, 1], "main": report.main_block(pseudo),
+               "ablations": report.ablation_blocks(ablations), "baselines": report.baseline_blocks(pseudo),
+               "lambda": report.lambda_blocks(lambdas), "mask_ratio": report.mask_ratio_blocks(ratios),
+               "segmentation": report.segmentation_blocks(segmentation)}
+    report.validate_summary(summary)
+    assert list(summary) == ["preset", "seeds", *report.SUMMARY_SOURCES]
+    assert summary["main"]["miou"] == pytest.approx({"mean": 0.205, "std": 0.01 / math.sqrt(2), "n": 2})
+    assert summary["main"]["sparsity"] is None
+    assert list(summary["baselines"]) == ["cam", "mctformer"]
+    assert summary["baselines"]["cam"]["miou"]["mean"] == pytest.approx(0.305)
+    assert list(summary["ablations"]) == list(report.ABLATIONS)  # the schema's order, not the rows'
+    assert summary["ablations"]["full"]["miou"]["mean"] == pytest.approx(0.505)
+    assert list(summary["lambda"]) == ["shapes", "regions"]
+    assert list(summary["lambda"]["shapes"]) == ["0", "0.001", "0.01", "0.1"]
+    assert list(summary["segmentation"]) == ["pseudo", "full_supervision"]
+    with pytest.raises(report.SummaryError, match="no rows with label"):
+        report.mask_ratio_blocks(ratios[ratios["label"] != "0.75"])
+
+
 def write_notebook_metrics(results_dir, summary):
     report.write_notebook_metrics(results_dir, "03_pseudo_masks", {"main": summary["main"], "baselines": summary["baselines"]})
     report.write_notebook_metrics(results_dir, "04_lambda_sensitivity", {"lambda": summary["lambda"]})

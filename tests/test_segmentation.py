@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from kyam_lib.config import ConfigError
 from kyam_lib.data import DatasetError, DatasetNotFoundError, build_dataset
 from kyam_lib.data.synthetic import generate_shapes
-from kyam_lib.method.pseudo_masks import load_mask_png, save_pseudo_mask
+from kyam_lib.masks_io import load_mask_png, save_pseudo_mask
 from kyam_lib.segmentation import (PseudoMaskDataset, SegConfig, SegModelConfig, SegmentationViT,
                                    build_seg_datasets, compare_pseudo_vs_full, evaluate_segmentation,
                                    init_backbone_from_timm, load_segmentation_model, main, train_segmentation)

@@ -28,8 +28,9 @@ from .variants import BASELINES, LAMBDA_LABELS, MASK_RATE_LABELS
 __all__ = [
     "METRICS", "NOTEBOOKS", "PAPER_TABLE8", "PAPER_VOC_PSEUDO", "PAPER_ABLATION", "PAPER_SEGMENTATION",
     "SummaryError", "metric_leaf", "metric_block", "metric_blocks", "mean_std_table", "format_mean_std",
-    "COMPARISON_COLUMNS", "PAPER_MAIN_COLUMNS", "PAPER_ABLATION_COLUMNS", "comparison_table", "lambda_blocks",
-    "seed_ratios", "segmentation_table",
+    "COMPARISON_COLUMNS", "PAPER_MAIN_COLUMNS", "PAPER_ABLATION_COLUMNS", "comparison_table", "seed_ratios",
+    "segmentation_table", "SUMMARY_SOURCES", "main_block", "baseline_blocks", "lambda_blocks", "ablation_blocks",
+    "mask_ratio_blocks", "segmentation_blocks",
     "display_table", "markdown_table", "save_table", "save_figure", "notebook_dir", "write_notebook_metrics",
     "paper_table8", "paper_voc_table", "paper_ablation_table", "paper_segmentation_table", "table8_layout",
     "build_summary", "validate_summary", "write_summary", "write_readme", "main",
@@ -44,6 +45,11 @@ BASELINE_NAMES: tuple[str, ...] = BASELINES
 LAMBDA_KEYS: tuple[str, ...] = tuple(LAMBDA_LABELS.values())         # "0", "0.001", "0.01", "0.1"
 MASK_RATIO_KEYS: tuple[str, ...] = tuple(MASK_RATE_LABELS.values())   # "0", "0.25", "0.5", "0.75", "1.0"
 SEGMENTATION_KEYS: tuple[str, ...] = ("pseudo", "full_supervision")
+# The entries of summary.json after "preset" and "seeds", in order, and the notebook whose
+# metrics.json holds each one.
+SUMMARY_SOURCES: dict[str, str] = {"main": "03_pseudo_masks", "ablations": "05_ablations",
+                                   "baselines": "03_pseudo_masks", "lambda": "04_lambda_sensitivity",
+                                   "mask_ratio": "05_ablations", "segmentation": "07_segmentation"}
 
 # ---- the paper's numbers (percent), for side-by-side tables; never presented as ours --------------
 # Supplement Table 8 (ViT-B): {dataset: {metric: [lambda 0, 0.001, 0.01, 0.1]}}
@@ -214,10 +220,36 @@ def segmentation_table(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, 
     return numbers, shown, ratios["miou"]
 
 
+# ---- the summary.json entries: each notebook records its own through these (see SUMMARY_SOURCES) ----
+def main_block(rows: pd.DataFrame) -> dict[str, Any]:
+    """summary["main"] (notebook 03): M of ours ("full") over its seeds."""
+    return metric_block(rows[rows["label"] == "full"])
+
+
+def baseline_blocks(rows: pd.DataFrame) -> dict[str, Any]:
+    """summary["baselines"] (notebook 03): {baseline: M}, in BASELINE_NAMES order."""
+    return metric_blocks(rows[rows["label"].isin(BASELINE_NAMES)], "label", BASELINE_NAMES)
+
+
 def lambda_blocks(rows: pd.DataFrame) -> dict[str, Any]:
-    """{dataset: {lambda label: M}} for summary.json."""
+    """summary["lambda"] (notebook 04): {dataset: {lambda label: M}}."""
     return {str(dataset): metric_blocks(group, "label", LAMBDA_KEYS)
             for dataset, group in rows.groupby("dataset", sort=False)}
+
+
+def ablation_blocks(rows: pd.DataFrame) -> dict[str, Any]:
+    """summary["ablations"] (notebook 05): {ablation: M}, in ABLATIONS order."""
+    return metric_blocks(rows, "label", ABLATIONS)
+
+
+def mask_ratio_blocks(rows: pd.DataFrame) -> dict[str, Any]:
+    """summary["mask_ratio"] (notebook 05): {masking ratio label: M}."""
+    return metric_blocks(rows, "label", MASK_RATIO_KEYS)
+
+
+def segmentation_blocks(rows: pd.DataFrame) -> dict[str, Any]:
+    """summary["segmentation"] (notebook 07): {"pseudo": M, "full_supervision": M}."""
+    return metric_blocks(rows, "supervision", SEGMENTATION_KEYS)
 
 
 # ---- tables and figures ----------------------------------------------------------------------
@@ -377,7 +409,7 @@ def _check_group(group: Any, keys: Sequence[str], where: str) -> None:
 
 def validate_summary(summary: Any) -> None:
     """Raise SummaryError naming the first entry that departs from the documented shape."""
-    top = ("preset", "seeds", "main", "ablations", "baselines", "lambda", "mask_ratio", "segmentation")
+    top = ("preset", "seeds", *SUMMARY_SOURCES)
     if not isinstance(summary, Mapping) or list(summary) != list(top):
         raise SummaryError(f"summary: expected keys {list(top)}, got "
                            f"{list(summary) if isinstance(summary, Mapping) else summary!r}")
@@ -420,20 +452,10 @@ def _part(metrics: Mapping[str, Any], key: str, notebook: str) -> Any:
 def build_summary(results_dir: str | os.PathLike, *, preset: str, seeds: Sequence[int]) -> dict[str, Any]:
     """summary.json from the notebooks' metrics.json files (03, 04, 05, 07), validated."""
     results_dir = Path(results_dir)
-    pseudo = _notebook_metrics(results_dir, "03_pseudo_masks")
-    lambdas = _notebook_metrics(results_dir, "04_lambda_sensitivity")
-    ablations = _notebook_metrics(results_dir, "05_ablations")
-    segmentation = _notebook_metrics(results_dir, "07_segmentation")
-    summary = {
-        "preset": preset,
-        "seeds": [int(s) for s in seeds],
-        "main": _part(pseudo, "main", "03_pseudo_masks"),
-        "ablations": _part(ablations, "ablations", "05_ablations"),
-        "baselines": _part(pseudo, "baselines", "03_pseudo_masks"),
-        "lambda": _part(lambdas, "lambda", "04_lambda_sensitivity"),
-        "mask_ratio": _part(ablations, "mask_ratio", "05_ablations"),
-        "segmentation": _part(segmentation, "segmentation", "07_segmentation"),
-    }
+    metrics = {notebook: _notebook_metrics(results_dir, notebook)
+               for notebook in NOTEBOOKS if notebook in SUMMARY_SOURCES.values()}
+    summary = {"preset": preset, "seeds": [int(s) for s in seeds],
+               **{key: _part(metrics[notebook], key, notebook) for key, notebook in SUMMARY_SOURCES.items()}}
     validate_summary(summary)
     return summary
 

@@ -27,8 +27,8 @@ from ..data import build_dataset, default_data_root, ensure_dataset
 from ..data.summary import cooccurrence, dataset_summary
 from ..evaluate import EvalConfig, class_maps_for, evaluate_run, parse_blocks
 from ..io import read_json, write_json
-from ..method.model import MODEL_SIZES
-from ..method.pseudo_masks import load_mask_png
+from ..masks_io import load_mask_png
+from ..method.model import model_size
 from ..parallel import map_in_processes, parallel_jobs
 from ..presets import preset_overrides, run_family, variant_preset_overrides
 from ..protocol import PLACEMENT_FIELDS, computed_fields, resolve_train_split
@@ -184,7 +184,7 @@ def evaluate_variant(run_dir: str | Path, variant: str = "full", *, preset: str 
     train_cfg = TrainConfig.from_json(run_dir / "config.json")
     if max_images is None:
         max_images = EVAL_MAX_IMAGES.get(preset or "", 0)
-    depth = MODEL_SIZES[train_cfg.model_size][1]
+    depth = model_size(train_cfg.model_size).depth
     eval_dir = run_dir / eval_name
     # Pseudo-masks are scored on the split with ground truth for every image: VOC's train (1,464)
     # for a classifier trained on train_aug (10,582), as every WSSS method reports them.

@@ -17,14 +17,32 @@ from .class_maps import gated_head_mean
 from .gates import AlwaysOpen, HeadGate
 from .masking import mask_absent_class_tokens
 
-__all__ = ["TokenLayout", "GatedAttention", "Block", "KyamOutput", "KyamViT", "MODEL_SIZES"]
+__all__ = ["ModelSize", "MODEL_SIZES", "model_size", "TokenLayout", "GatedAttention", "Block", "ClassTokenHead",
+           "TokenMeanHead", "CamHead", "CLASSIFIER_HEADS", "KyamOutput", "KyamViT"]
 
-# (embed_dim, depth, num_heads). "base" is the paper's ViT-B; the others train on 2 CPU cores.
-MODEL_SIZES: dict[str, tuple[int, int, int]] = {
-    "tiny": (64, 4, 4),
-    "small": (128, 6, 4),
-    "base": (768, 12, 16),
+
+@dataclasses.dataclass(frozen=True)
+class ModelSize:
+    """The width, depth and head count that a size name stands for (as timm names its ViTs)."""
+
+    embed_dim: int
+    depth: int
+    num_heads: int
+
+
+# "base" is the paper's ViT-B; the others train on 2 CPU cores.
+MODEL_SIZES: dict[str, ModelSize] = {
+    "tiny": ModelSize(embed_dim=64, depth=4, num_heads=4),
+    "small": ModelSize(embed_dim=128, depth=6, num_heads=4),
+    "base": ModelSize(embed_dim=768, depth=12, num_heads=16),
 }
+
+
+def model_size(name: str) -> ModelSize:
+    """The ModelSize called `name` ("tiny", "small", "base")."""
+    if name not in MODEL_SIZES:
+        raise ValueError(f"unknown model size {name!r}; known sizes: {', '.join(MODEL_SIZES)}")
+    return MODEL_SIZES[name]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +126,88 @@ class Block(nn.Module):
         return x, gate, class_attention
 
 
+class ClassTokenHead(nn.Linear):
+    """Ours: the normed outputs of the C class tokens, absent classes masked in training, flattened
+    into one linear layer of C*D inputs → logits (B, C)."""
+
+    def __init__(self, *, num_classes: int, embed_dim: int, mask_rate: float) -> None:
+        super().__init__(num_classes * embed_dim, num_classes)
+        self.mask_rate = mask_rate
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> ClassTokenHead:
+        return cls(num_classes=config.num_classes, embed_dim=config.embed_dim, mask_rate=config.mask_rate)
+
+    @staticmethod
+    def num_class_tokens(num_classes: int) -> int:
+        return num_classes
+
+    def forward(self, x: Tensor, layout: TokenLayout, norm: nn.Module, *, labels: Tensor | None = None,
+                generator: torch.Generator | None = None,
+                mask_uniforms: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """x (B, N, D) last-block tokens before the final `norm` → (logits (B, C), None)."""
+        class_out = norm(x[:, layout.class_tokens])
+        if self.training and labels is not None:
+            class_out = mask_absent_class_tokens(class_out, labels, self.mask_rate, generator=generator,
+                                                 uniforms=mask_uniforms)
+        return super().forward(class_out.flatten(1)), None
+
+
+class TokenMeanHead(nn.Module):
+    """MCTformer: the logit of class k is the channel mean of class token k's raw last-block output.
+
+    After a LayerNorm that mean is pinned near the norm's bias (|mean - mean(beta)| <= std(gamma)),
+    so the logit could not learn; the final norm is not applied. No parameters; no masking.
+    """
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> TokenMeanHead:
+        return cls()
+
+    @staticmethod
+    def num_class_tokens(num_classes: int) -> int:
+        return num_classes
+
+    def forward(self, x: Tensor, layout: TokenLayout, norm: nn.Module, *, labels: Tensor | None = None,
+                generator: torch.Generator | None = None,
+                mask_uniforms: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """x (B, N, D) → (logits (B, C), None); `norm` and the masking arguments are not used."""
+        return x[:, layout.class_tokens].mean(dim=-1), None
+
+
+class CamHead(nn.Linear):
+    """CAM, a standard ViT: one [CLS] token and a per-patch classifier W·f + b, averaged over patches."""
+
+    def __init__(self, *, num_classes: int, embed_dim: int) -> None:
+        super().__init__(embed_dim, num_classes)
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> CamHead:
+        return cls(num_classes=config.num_classes, embed_dim=config.embed_dim)
+
+    @staticmethod
+    def num_class_tokens(num_classes: int) -> int:
+        return 1
+
+    def forward(self, x: Tensor, layout: TokenLayout, norm: nn.Module, *, labels: Tensor | None = None,
+                generator: torch.Generator | None = None,
+                mask_uniforms: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """x (B, N, D) → (logits (B, C), patch_logits (B, C, P)); no masking."""
+        # CAM's maps are W·f without the bias (standard CAM); the logit adds it after pooling,
+        # which equals pooling the biased patch scores.
+        patch_logits = F.linear(norm(x[:, layout.patches]), self.weight).transpose(1, 2)
+        return patch_logits.mean(dim=-1) + self.bias, patch_logits
+
+
+# config.classifier → its head. A head reads the last block's tokens and returns (logits, patch
+# logits or None); `num_class_tokens` says how many class tokens the model must carry for it.
+CLASSIFIER_HEADS: dict[str, type[ClassTokenHead | TokenMeanHead | CamHead]] = {
+    "class_tokens": ClassTokenHead,
+    "token_mean": TokenMeanHead,
+    "cam": CamHead,
+}
+
+
 @dataclasses.dataclass
 class KyamOutput:
     """What the model returns.
@@ -136,8 +236,8 @@ class KyamViT(nn.Module):
         self.num_classes = c.num_classes
         self.patch_size = c.patch_size
         self.embed_dim = c.embed_dim
-        # The "cam" baseline is a standard ViT: one [CLS] token and a per-patch classifier.
-        self.num_class_tokens = 1 if c.classifier == "cam" else c.num_classes
+        head_type = CLASSIFIER_HEADS[c.classifier]
+        self.num_class_tokens = head_type.num_class_tokens(c.num_classes)  # "cam": one [CLS] token
         self.patch_embed = PatchEmbed(img_size=c.image_size, patch_size=c.patch_size, in_chans=c.in_channels,
                                       embed_dim=c.embed_dim, strict_img_size=False)
         self.class_tokens = nn.Parameter(torch.zeros(1, self.num_class_tokens, c.embed_dim))
@@ -160,12 +260,9 @@ class KyamViT(nn.Module):
             for rate in drop_rates
         ])
         self.norm = nn.LayerNorm(c.embed_dim, eps=1e-6)
-        if c.classifier == "class_tokens":
-            self.head = nn.Linear(c.num_classes * c.embed_dim, c.num_classes)
-        elif c.classifier == "cam":
-            self.head = nn.Linear(c.embed_dim, c.num_classes)
-        else:  # "token_mean": each class token's raw output averaged over channels is its logit
-            self.head = nn.Identity()
+        # Built last, as a Linear for "class_tokens" and "cam": construction and `_init_weights` draw
+        # from the RNG in that order, and the state_dict keys are head.weight / head.bias.
+        self.head = head_type.from_config(c)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -219,19 +316,34 @@ class KyamViT(nn.Module):
             raise ValueError(f"attention_heads: expected 'all' or 'gated_mean', got {attention_heads!r}")
         if images.shape[1] != self.config.in_channels:
             raise ValueError(f"model expects {self.config.in_channels} input channels, got {images.shape[1]}")
-        B = images.shape[0]
         grid = self.grid_size(tuple(images.shape[-2:]))
         layout = self.layout(grid)
+        x = self.tokens(images, grid)
+        x, head_gates, class_attention = self.run_blocks(x, layout if return_attention else None,
+                                                         gate_noise=gate_noise, attention_heads=attention_heads)
+        logits, patch_logits = self.head(x, layout, self.norm, labels=labels, generator=generator,
+                                         mask_uniforms=mask_uniforms)
+        return KyamOutput(logits=logits, head_gates=head_gates, class_attention=class_attention,
+                          patch_logits=patch_logits, grid_size=grid)
+
+    def tokens(self, images: Tensor, grid: tuple[int, int]) -> Tensor:
+        """images (B, C_in, H, W) → (B, N, D): class tokens, patches, [REG], each with its position."""
+        B = images.shape[0]
         patches = self.patch_embed(images) + self._patch_pos(grid)
-        x = torch.cat([
+        return torch.cat([
             (self.class_tokens + self.class_pos_embed).expand(B, -1, -1),
             patches,
             (self.reg_token + self.reg_pos_embed).expand(B, -1, -1),
         ], dim=1)
+
+    def run_blocks(self, x: Tensor, layout: TokenLayout | None, *, gate_noise: Tensor | None = None,
+                   attention_heads: Literal["all", "gated_mean"] = "all") -> tuple[Tensor, Tensor, Tensor | None]:
+        """x (B, N, D) → (x (B, N, D), gates (L, H), class attention (B, L, H, C, P) if `layout` is given)."""
+        B = x.shape[0]
         gates, class_attention = [], None
         for index, block in enumerate(self.blocks):
             noise = gate_noise[index] if gate_noise is not None else None
-            x, gate, attention = block(x, layout if return_attention else None, noise)
+            x, gate, attention = block(x, layout, noise)
             gates.append(gate)
             if attention is not None:
                 if attention_heads == "gated_mean":
@@ -240,30 +352,7 @@ class KyamViT(nn.Module):
                     # Filled block by block: stacking a list at the end would hold every block's rows twice.
                     class_attention = attention.new_empty((B, len(self.blocks), *attention.shape[1:]))
                 class_attention[:, index] = attention
-        patch_logits = None
-        if self.config.classifier == "cam":
-            # CAM's maps are W·f without the bias (standard CAM); the logit adds it after pooling,
-            # which equals pooling the biased patch scores.
-            patch_logits = F.linear(self.norm(x[:, layout.patches]), self.head.weight).transpose(1, 2)
-            logits = patch_logits.mean(dim=-1) + self.head.bias
-        elif self.config.classifier == "token_mean":
-            # MCTformer: the channel mean of each class token's raw last-block output. After a
-            # LayerNorm that mean is pinned near the norm's bias (|mean - mean(beta)| <= std(gamma)),
-            # so the logit could not learn; the final norm is not applied here.
-            logits = x[:, layout.class_tokens].mean(dim=-1)
-        else:
-            class_out = self.norm(x[:, layout.class_tokens])
-            if self.training and labels is not None:
-                class_out = mask_absent_class_tokens(class_out, labels, self.config.mask_rate,
-                                                     generator=generator, uniforms=mask_uniforms)
-            logits = self.head(class_out.flatten(1))
-        return KyamOutput(
-            logits=logits,
-            head_gates=torch.stack(gates),
-            class_attention=class_attention,
-            patch_logits=patch_logits,
-            grid_size=grid,
-        )
+        return x, torch.stack(gates), class_attention
 
     def loss(self, output: KyamOutput, labels: Tensor) -> Tensor:
         """Classification loss: BCE-with-logits (multi-label) or cross-entropy (single-label)."""

@@ -1,5 +1,5 @@
-"""Pseudo-masks from class maps: which classes, the three labelling rules, the background t-curve,
-palette PNGs and overlay figures.
+"""Pseudo-masks from class maps: which classes, the three labelling rules, the background t-curve
+and overlay figures. Writing and reading them as PNGs is `kyam_lib.masks_io`.
 
 Rules (METHOD.md, "Attention maps and pseudo-masks"):
 - no background (`masks_without_background`): each selected class map is thresholded at its own
@@ -12,18 +12,15 @@ Rules (METHOD.md, "Attention maps and pseudo-masks"):
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
 import torch
-from PIL import Image
 from scipy import ndimage
 from torch import Tensor
 
 from kyam_lib.data.palette import flat_colours
-from kyam_lib.data.palette import write_palette_png
 from kyam_lib.method.metrics import valid_pixels
 
 __all__ = [
@@ -37,8 +34,6 @@ __all__ = [
     "masks_mean_threshold_background",
     "pseudo_masks",
     "threshold_curve",
-    "save_pseudo_mask",
-    "load_mask_png",
     "overlay",
     "heatmap_overlay",
 ]
@@ -262,22 +257,6 @@ def threshold_curve(class_maps: Tensor, selected: Tensor, targets: Tensor, thres
 
 def _to_numpy(array: Tensor | np.ndarray) -> np.ndarray:
     return array.detach().cpu().numpy() if isinstance(array, Tensor) else np.asarray(array)
-
-
-def save_pseudo_mask(mask: Tensor | np.ndarray, path: str | os.PathLike,
-                     palette: Sequence[int] | np.ndarray | None = None) -> None:
-    """Write an (H, W) label mask as an 8-bit palette PNG, atomically; palette None = VOC colours."""
-    write_palette_png(path, mask, palette)
-
-
-def load_mask_png(path: str | os.PathLike) -> np.ndarray:
-    """Read a palette (or grey) PNG mask as an (H, W) uint8 array of label indices."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: file not found")
-    with Image.open(path) as image:
-        if image.mode not in ("P", "L"):
-            raise ValueError(f"{path}: expected a palette or greyscale mask PNG, got mode {image.mode!r}")
-        return np.array(image, dtype=np.uint8)
 
 
 def _check_image(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -5,7 +5,7 @@ import dataclasses
 from typing import Literal
 
 from ..config import ConfigBase, ConfigError, DataConfig, RunConfig
-from ..method.model import MODEL_SIZES
+from ..method.model import model_size
 
 __all__ = ["GROUND_TRUTH", "ARCHITECTURES", "PRESET_SEGMENTERS", "INHERITED_DATA_FIELDS", "SegConfig", "SegModelConfig",
            "seg_model_config_for"]
@@ -106,7 +106,8 @@ class SegModelConfig(ConfigBase):
 
 def seg_model_config_for(cfg: SegConfig, *, num_classes: int, in_channels: int) -> SegModelConfig:
     """The model of `cfg` for a dataset with `num_classes` mask classes (background included)."""
-    embed_dim, depth, num_heads = MODEL_SIZES[cfg.model_size]
+    size = model_size(cfg.model_size)
     return SegModelConfig(architecture=cfg.architecture, num_classes=num_classes, in_channels=in_channels,
-                          image_size=cfg.image_size, patch_size=cfg.patch_size, embed_dim=embed_dim, depth=depth,
-                          num_heads=num_heads, drop_path_rate=cfg.drop_path_rate, decoder=cfg.decoder)
+                          image_size=cfg.image_size, patch_size=cfg.patch_size, embed_dim=size.embed_dim,
+                          depth=size.depth, num_heads=size.num_heads, drop_path_rate=cfg.drop_path_rate,
+                          decoder=cfg.decoder)

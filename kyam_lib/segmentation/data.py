@@ -13,7 +13,7 @@ from torch.utils.data import Dataset, Subset
 from torchvision import tv_tensors
 
 from ..data import IGNORE_INDEX, DatasetError, DatasetNotFoundError, KyamDataset
-from ..method.pseudo_masks import load_mask_png
+from ..masks_io import load_mask_png
 from ..run_data import dataset_info, open_split
 from .config import GROUND_TRUTH, SegConfig
 

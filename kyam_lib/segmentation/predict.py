@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ..data import KyamDataset
 from ..data.palette import palette
-from ..method.pseudo_masks import save_pseudo_mask
+from ..masks_io import save_pseudo_mask
 from ..run_data import open_split
 from ..runtime import resolve_device
 from .config import SegConfig
