@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO / "notebooks"
 NUMBERED = [NOTEBOOK_DIR / f"{name}.ipynb" for name in report.NOTEBOOKS]
 # Names a parameters cell may define besides TrainConfig fields.
-EXTRA_PARAMETERS = {"preset", "smoke", "seeds", "results_dir", "runs_dir", "variant", "split"}
+EXTRA_PARAMETERS = {"preset", "smoke", "seeds", "results_dir", "runs_dir", "variant", "split", "train_compared"}
 
 
 def all_notebooks() -> list[Path]:
