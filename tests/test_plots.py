@@ -7,7 +7,7 @@ matplotlib.use("Agg")
 import pandas as pd  # noqa: E402
 from matplotlib.colors import to_hex  # noqa: E402
 
-from kyam_lib import plots  # noqa: E402
+from kyam_lib.experiments import plots  # noqa: E402
 
 
 def test_learning_curves_draw_chance_and_only_gated_sparsity_in_matching_colours():
