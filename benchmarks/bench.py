@@ -609,10 +609,15 @@ def read_reproduce_timing(path: str | os.PathLike) -> dict[str, Any] | None:
     return {"preset": record["preset"], "seconds": float(seconds)}
 
 
-def reproduce_timing_fields(timing: dict[str, Any] | None) -> dict[str, Any]:
-    """Benchmark 4's keys: the quick preset's wall time (null for another preset or no record)."""
-    return {"reproduce_quick_seconds": timing["seconds"] if timing and timing["preset"] == "quick" else None,
-            "reproduce_timing": timing}
+def reproduce_timing_fields(timing: dict[str, Any] | None, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Benchmark 4's keys: the quick preset's wall time. A record of another preset (the driver's
+    file after `make reproduce PRESET=full`) or none keeps the quick numbers of `previous` (the
+    earlier benchmarks.json), null when it has none."""
+    if timing and timing["preset"] == "quick":
+        return {"reproduce_quick_seconds": timing["seconds"], "reproduce_timing": timing}
+    previous = previous or {}
+    return {"reproduce_quick_seconds": previous.get("reproduce_quick_seconds"),
+            "reproduce_timing": previous.get("reproduce_timing")}
 
 
 # -- 5. GPU -----------------------------------------------------------------------------------
@@ -640,8 +645,10 @@ def gpu_benchmarks(case: TrainStepCase, *, peak_flops: float | None = None) -> d
 
 # -- driver -----------------------------------------------------------------------------------
 def run_benchmarks(settings: BenchSettings, *, reproduce_timing: str | os.PathLike, gpu: bool = False,
-                   gpu_peak_flops: float | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Every benchmark in turn (nothing runs alongside); returns the JSON record."""
+                   gpu_peak_flops: float | None = None, log: Callable[[str], None] = print,
+                   previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every benchmark in turn (nothing runs alongside); returns the JSON record. `previous`: the
+    earlier record, whose quick reproduce time is kept when the timing file is another preset's."""
     torch.set_num_threads(settings.threads)
     load_start = _load()
     started = time.perf_counter()
@@ -668,7 +675,7 @@ def run_benchmarks(settings: BenchSettings, *, reproduce_timing: str | os.PathLi
         "train_step_ratio_vitb": vitb["ratio"],
         "class_map_memory_ratio": memory["ratio"],
         "pseudo_mask_speedup": masks["speedup"],
-        **reproduce_timing_fields(timing),
+        **reproduce_timing_fields(timing, previous),
         "small_epoch_seconds_cpu": steps_per_epoch * small["kyam_seconds"],
         "vitb_step_seconds_cpu": vitb["kyam_seconds"],
         # From the fastest step instead of the median: closer to what a quiet machine gives.
@@ -916,11 +923,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.update_timing or args.loader:
         record = previous
         if args.update_timing:
-            record.update(reproduce_timing_fields(read_reproduce_timing(timing)))
+            record.update(reproduce_timing_fields(read_reproduce_timing(timing), previous))
         if args.loader:
             record.update(loader_record(images=16, epochs=1) if args.smoke else loader_record())
     else:
-        record = {**{k: v for k, v in previous.items() if k.startswith("loader_")}, **run_benchmarks(settings, reproduce_timing=timing, gpu=args.gpu,
+        record = {**{k: v for k, v in previous.items() if k.startswith("loader_")}, **run_benchmarks(settings, reproduce_timing=timing, gpu=args.gpu, previous=previous,
                                 gpu_peak_flops=None if args.gpu_peak_tflops is None else args.gpu_peak_tflops * 1e12)}
     markdown = render_markdown(record)
     write_json(out / "benchmarks.json", record)

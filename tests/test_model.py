@@ -281,3 +281,15 @@ def test_logits_are_the_head_formula_on_the_last_block_tokens(classifier):
     torch.testing.assert_close(out.logits, expected)
     assert torch.equal(out.head_gates, gates)
     assert (out.patch_logits is None) == (classifier != "cam")
+
+
+@pytest.mark.parametrize("classifier", CLASSIFIERS)
+def test_every_head_is_a_classifier_head_and_sets_the_class_token_count(classifier):
+    from kyam_lib.method.model import CLASSIFIER_HEADS, ClassifierHead
+
+    config = baseline_config(classifier)
+    head = CLASSIFIER_HEADS[classifier].from_config(config)
+    assert isinstance(head, ClassifierHead)
+    tokens = CLASSIFIER_HEADS[classifier].num_class_tokens(config.num_classes)
+    assert tokens == (1 if classifier == "cam" else config.num_classes)
+    assert KyamViT(config).num_class_tokens == tokens

@@ -5,7 +5,7 @@ Token layout (see `TokenLayout`): C class tokens, then the h*w patch tokens, the
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +17,7 @@ from .class_maps import gated_head_mean
 from .gates import AlwaysOpen, HeadGate
 from .masking import mask_absent_class_tokens
 
-__all__ = ["ModelSize", "MODEL_SIZES", "model_size", "TokenLayout", "GatedAttention", "Block", "ClassTokenHead",
+__all__ = ["ModelSize", "MODEL_SIZES", "model_size", "TokenLayout", "GatedAttention", "Block", "ClassifierHead", "ClassTokenHead",
            "TokenMeanHead", "CamHead", "CLASSIFIER_HEADS", "KyamOutput", "KyamViT"]
 
 
@@ -126,6 +126,23 @@ class Block(nn.Module):
         return x, gate, class_attention
 
 
+@runtime_checkable
+class ClassifierHead(Protocol):
+    """What KyamViT asks of its head (`config.classifier` → `CLASSIFIER_HEADS`): how many class
+    tokens the model carries for it, and (logits (B, C), patch logits (B, C, P) or None) from the
+    last block's tokens x (B, N, D) before the final `norm`; the masking arguments apply in training."""
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> ClassifierHead: ...
+
+    @staticmethod
+    def num_class_tokens(num_classes: int) -> int: ...
+
+    def __call__(self, x: Tensor, layout: TokenLayout, norm: nn.Module, *, labels: Tensor | None = None,
+                 generator: torch.Generator | None = None,
+                 mask_uniforms: Tensor | None = None) -> tuple[Tensor, Tensor | None]: ...
+
+
 class ClassTokenHead(nn.Linear):
     """Ours: the normed outputs of the C class tokens, absent classes masked in training, flattened
     into one linear layer of C*D inputs → logits (B, C)."""
@@ -201,7 +218,7 @@ class CamHead(nn.Linear):
 
 # config.classifier → its head. A head reads the last block's tokens and returns (logits, patch
 # logits or None); `num_class_tokens` says how many class tokens the model must carry for it.
-CLASSIFIER_HEADS: dict[str, type[ClassTokenHead | TokenMeanHead | CamHead]] = {
+CLASSIFIER_HEADS: dict[str, type[ClassifierHead]] = {
     "class_tokens": ClassTokenHead,
     "token_mean": TokenMeanHead,
     "cam": CamHead,
