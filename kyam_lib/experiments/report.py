@@ -505,7 +505,9 @@ def write_readme(results_dir: str | os.PathLike, *, preset: str, seeds: Sequence
         lines.append(f"- data: **SYNTHETIC** ({', '.join(synthetic)}: the embedded generated sets, in the VOC and "
                      "DFC2020 formats). Our numbers on it are not comparable to the paper's.")
     if seconds is not None:
-        lines.append(f"- wall time of `make reproduce`: {seconds / 60:.1f} min")
+        lines.append(f"- wall time of the `make reproduce` that wrote these results: {seconds / 60:.1f} min; runs already "
+                     "in the run cache are reused, not retrained, so this is not a from-scratch time "
+                     "(`benchmarks.json` holds the quick reproduce time from a fresh clone)")
     lines += [
         f"- columns or rows marked **{PAPER_LABEL}** (or another \"paper (…)\" label) are the paper's reported "
         "numbers on real data with ViT-B, printed for comparison; they are never ours.",
