@@ -155,8 +155,7 @@ def test_every_classifier_sends_the_backbone_a_gradient_at_initialisation(varian
     norms = {}
     for kind in ("class_tokens", variant):
         torch.manual_seed(0)
-        model = KyamViT(tiny(classifier=kind, use_reg_token=kind == "class_tokens",
-                             use_head_gates=False)).train()
+        model = KyamViT(baseline_config(kind, use_head_gates=False)).train()
         images, labels = torch.randn(8, 3, 32, 32), (torch.rand(8, 5) < 0.3).float()
         model.loss(model(images), labels).backward()
         norms[kind] = torch.stack([p.grad.norm() for n, p in model.named_parameters()
